@@ -1,0 +1,6 @@
+"""Lightning callbacks that schedule the diagnostics of ``diffuse_feat.diagnostics`` and log them."""
+
+from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
+from .samples import SampleGridCallback
+
+__all__ = ["DiagnosticCallback", "diagnostic_mode", "model_for_diagnostics", "SampleGridCallback"]

@@ -1,0 +1,61 @@
+"""``SampleGridCallback``: generated samples next to real ones, from fixed seeds, in TensorBoard."""
+
+from __future__ import annotations
+
+import torch
+from torchvision.utils import make_grid
+
+from diffuse_feat.reporting import RunReporter
+from diffuse_feat.samplers import generate
+
+from .base import DiagnosticCallback
+
+__all__ = ["SampleGridCallback"]
+
+
+class SampleGridCallback(DiagnosticCallback):
+    """Every ``every_n_steps``: ``num_samples`` samples (seeds ``seed .. seed+num_samples-1``, so the
+    same noise every time and the grids form a movie of training), the real training images beside
+    them, and their mean/std against the data's. Image data gives an image grid; 2-D data a scatter plot.
+    """
+
+    def __init__(self, every_n_steps: int = 500, num_samples: int = 64, num_steps: int = 18, sampler: str = "heun",
+                 use_ema: bool = True, seed: int = 0, at_train_end: bool = True, name: str | None = None):
+        super().__init__(every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, seed=seed, name=name)
+        self.num_samples, self.num_steps, self.sampler = num_samples, num_steps, sampler
+        self._samples: torch.Tensor | None = None
+
+    def measure(self, trainer, pl_module, model):
+        seeds = list(range(self.seed, self.seed + self.num_samples))
+        samples = generate(model, model.data_shape, seeds, num_steps=self.num_steps, sampler=self.sampler,
+                           device=pl_module.device)
+        self._samples = samples.cpu()
+        real = trainer.datamodule.train_tensor() if hasattr(trainer.datamodule, "train_tensor") else None
+        values = {"sample_mean": samples.mean().item(), "sample_std": samples.std().item()}
+        if real is not None:
+            values.update(data_mean=real.mean().item(), data_std=real.std().item())
+        return values
+
+    def report(self, reporter: RunReporter, values, step, trainer, model):
+        samples = self._samples
+        has_real = hasattr(trainer.datamodule, "train_tensor")
+        real = trainer.datamodule.train_tensor()[: self.num_samples] if has_real else None
+        if samples.ndim == 4:
+            nrow = max(1, int(self.num_samples**0.5))
+            to_unit = lambda t: ((t.float() + 1) / 2).clamp(0, 1)  # noqa: E731  data live in [-1, 1]
+            reporter.images(f"samples/{self.name}/generated", make_grid(to_unit(samples), nrow=nrow, pad_value=1), step)
+            if real is not None:
+                reporter.images(f"samples/{self.name}/real", make_grid(to_unit(real), nrow=nrow, pad_value=1), step)
+        elif samples.ndim == 2 and samples.shape[1] == 2:
+            import matplotlib
+
+            matplotlib.use("Agg")
+            import matplotlib.pyplot as plt
+
+            fig, ax = plt.subplots(figsize=(4, 4))
+            if real is not None:
+                ax.scatter(*real.T, s=4, alpha=0.4, label="real")
+            ax.scatter(*samples.T, s=4, alpha=0.7, label="generated")
+            ax.legend(loc="upper right")
+            ax.set_title(f"step {step}")
+            reporter.figure(f"samples/{self.name}", fig, step)

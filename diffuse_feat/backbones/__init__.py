@@ -1,0 +1,6 @@
+"""Backbones: plain ``nn.Module``s shared by the diffusion and classification modules."""
+
+from .base import BackboneFactory, SigmaEmbedding
+from .mlp import MLP
+
+__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP"]

@@ -1,0 +1,86 @@
+"""The ``python train.py`` entry point: LightningCLI with subclass mode for model and data.
+
+* ``python train.py`` (no arguments) = ``fit --config configs/default.yaml``.
+* Data-derived sizes (``data.data_shape``, ``data.num_classes``) are linked into the model at
+  instantiation, never typed twice.
+* Defaults: TensorBoard logger under ``runs/<name>/version_N``, ``last.ckpt`` kept, config saved in
+  the run folder, ``bf16-mixed`` on a GPU and ``32-true`` on CPU unless ``trainer.precision`` is set.
+* A :class:`~diffuse_feat.errors.UserError` (bad config value, missing dataset, NaN loss, ...) is
+  printed as one sentence and exits with status 1.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from jsonargparse import lazy_instance
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import TensorBoardLogger
+
+from .errors import UserError
+from .modules.base import BackboneModule
+
+__all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+
+
+def auto_precision(accelerator: str | None) -> str:
+    """``bf16-mixed`` when training will run on a CUDA GPU that supports it, else full fp32."""
+    on_gpu = torch.cuda.is_available() and str(accelerator or "auto") in ("auto", "gpu", "cuda")
+    if on_gpu and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+class DiffuseFeatCLI(LightningCLI):
+    def __init__(self, args=None, run: bool = True, **kwargs):
+        kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("seed_everything_default", 0)
+        kwargs.setdefault("parser_kwargs", {"default_env": False})
+        super().__init__(BackboneModule, pl.LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                         args=args, run=run, **kwargs)
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.data_shape", "model.init_args.data_shape", apply_on="instantiate")
+        parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "trainer.logger": lazy_instance(
+                TensorBoardLogger, save_dir="runs", name="default", default_hp_metric=False
+            ),
+        })
+
+    def instantiate_trainer(self, **kwargs):
+        # The `checkpoint` group always builds a ModelCheckpoint; drop it when the user turned checkpointing off.
+        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
+        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
+        if trainer_config.get("enable_checkpointing") is False:
+            extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
+        return self._instantiate_trainer(trainer_config, extra)
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if config.trainer.get("precision") is None:
+            config.trainer.precision = auto_precision(config.trainer.get("accelerator"))
+
+
+def main(args: list[str] | None = None) -> None:
+    if args is None:
+        args = sys.argv[1:]
+        if not args:
+            args = ["fit", "--config", str(DEFAULT_CONFIG)]
+    try:
+        DiffuseFeatCLI(args=args)
+    except UserError as err:
+        if os.environ.get("DIFFUSE_FEAT_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -1,0 +1,16 @@
+"""LightningDataModules that expose the ground truth diagnostics need."""
+
+from .base import EpochSeededSampler, MissingGroundTruth, TensorDataModule, provides, require
+from .digits import DigitsDataModule
+from .synthetic import GaussianMixtureDataModule, LowRankGaussianDataModule
+
+__all__ = [
+    "TensorDataModule",
+    "EpochSeededSampler",
+    "MissingGroundTruth",
+    "provides",
+    "require",
+    "DigitsDataModule",
+    "GaussianMixtureDataModule",
+    "LowRankGaussianDataModule",
+]

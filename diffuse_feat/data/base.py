@@ -1,0 +1,200 @@
+"""In-memory DataModules and the ground-truth contract.
+
+A :class:`TensorDataModule` holds its training and validation tensors in memory (every dataset the
+papers study fits) and offers what it knows about them: the training tensor and labels, the
+empirical mean and covariance (eigendecomposition cached), the exact Gaussian and empirical
+denoisers, and whatever else a subclass adds (population denoisers, oracle labelers, feature
+directions, theory values). A callback asks for what it needs with :func:`require`, which says
+clearly what is missing.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator, Sequence
+
+import lightning.pytorch as pl
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Sampler, TensorDataset
+
+from ..denoisers import EmpiricalDenoiser, GaussianDenoiser
+from ..errors import ConfigError, MissingGroundTruth
+
+__all__ = ["TensorDataModule", "EpochSeededSampler", "MissingGroundTruth", "require", "provides"]
+
+
+def provides(datamodule, name: str) -> bool:
+    """Whether ``datamodule`` offers the ground-truth item ``name`` (a method or attribute)."""
+    return datamodule is not None and getattr(datamodule, name, None) is not None
+
+
+def require(datamodule, name: str, *, needed_by: str, hint: str = ""):
+    """Return ``datamodule.<name>`` or stop with one sentence naming who needs what from whom."""
+    if provides(datamodule, name):
+        return getattr(datamodule, name)
+    owner = type(datamodule).__name__ if datamodule is not None else "no DataModule (trainer.datamodule is None)"
+    raise MissingGroundTruth(
+        f"{needed_by} needs `{name}` from the data, but {owner} does not provide it"
+        + (f"; {hint}" if hint else "; use a DataModule that knows it or pass it to the callback explicitly")
+    )
+
+
+class EpochSeededSampler(Sampler[int]):
+    """Random permutation that depends only on ``(seed, epoch)``.
+
+    Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
+    same data order as an uninterrupted one (a generator carried across epochs would not).
+    """
+
+    def __init__(self, num_samples: int, seed: int = 0):
+        self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+class TensorDataModule(pl.LightningDataModule):
+    """Base for in-memory datasets. Subclasses set ``data_shape``/``num_classes`` in ``__init__``
+    and implement :meth:`build` returning the full pool ``(x, y)``; this class splits it into a
+    seeded validation set of ``n_val`` and a seeded training subset of ``n_train``.
+
+    Batches are ``(x, y)``; unlabeled data has ``y = -1`` and ``num_classes = 0``.
+    """
+
+    def __init__(
+        self,
+        batch_size: int = 128,
+        n_train: int | None = None,
+        n_val: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
+    ):
+        super().__init__()
+        if batch_size < 1:
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
+        if n_train is not None and n_train < 1:
+            raise ConfigError(f"data.n_train must be >= 1 or null (all), got {n_train}")
+        if n_val < 0:
+            raise ConfigError(f"data.n_val must be >= 0, got {n_val}")
+        self.batch_size, self.n_train, self.n_val = batch_size, n_train, n_val
+        self.seed, self.num_workers = seed, num_workers
+        self.data_shape: tuple[int, ...] = ()
+        self.num_classes: int = 0
+        self._split: tuple[Tensor, Tensor, Tensor, Tensor] | None = None
+
+    # ----- subclasses -------------------------------------------------------------------------
+    def build(self) -> tuple[Tensor, Tensor]:
+        """Return the whole pool ``(x [N, *data_shape] float, y [N] long)``."""
+        raise NotImplementedError
+
+    # ----- splitting --------------------------------------------------------------------------
+    def _ensure_split(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        if self._split is None:
+            x, y = self.build()
+            if tuple(x.shape[1:]) != tuple(self.data_shape):
+                name = type(self).__name__
+                raise ValueError(f"{name}.build returned shape {list(x.shape[1:])}, declared {self.data_shape}")
+            g = torch.Generator().manual_seed(self.seed)
+            perm = torch.randperm(x.shape[0], generator=g)
+            if self.n_val >= x.shape[0]:
+                raise ConfigError(f"data.n_val={self.n_val} leaves no training data out of {x.shape[0]} points")
+            val_idx, pool_idx = perm[: self.n_val], perm[self.n_val :]
+            if self.n_train is not None:
+                if self.n_train > len(pool_idx):
+                    raise ConfigError(
+                        f"data.n_train={self.n_train} exceeds the {len(pool_idx)} training points available "
+                        f"({x.shape[0]} in total, n_val={self.n_val} held out)"
+                    )
+                pool_idx = pool_idx[: self.n_train]
+            self._split = tuple(t.contiguous() for t in (x[pool_idx], y[pool_idx], x[val_idx], y[val_idx]))
+        return self._split
+
+    def setup(self, stage: str | None = None) -> None:
+        self._ensure_split()
+
+    # ----- loaders ----------------------------------------------------------------------------
+    def train_dataloader(self) -> DataLoader:
+        x, y, _, _ = self._ensure_split()
+        return DataLoader(
+            TensorDataset(x, y),
+            batch_size=min(self.batch_size, x.shape[0]),
+            sampler=EpochSeededSampler(x.shape[0], self.seed),
+            num_workers=self.num_workers,
+            drop_last=False,
+        )
+
+    def val_dataloader(self) -> DataLoader:
+        """Held-out points, or the training set itself when ``n_val = 0``."""
+        x, y, vx, vy = self._ensure_split()
+        if vx.shape[0] == 0:
+            vx, vy = x, y
+        return DataLoader(TensorDataset(vx, vy), batch_size=min(self.batch_size, vx.shape[0]), shuffle=False)
+
+    # ----- ground truth -----------------------------------------------------------------------
+    def train_tensor(self) -> Tensor:
+        return self._ensure_split()[0]
+
+    def train_labels(self) -> Tensor:
+        return self._ensure_split()[1]
+
+    def val_tensor(self) -> Tensor:
+        """Held-out points (empty when ``n_val = 0``)."""
+        return self._ensure_split()[2]
+
+    def val_labels(self) -> Tensor:
+        return self._ensure_split()[3]
+
+    @property
+    def is_image(self) -> bool:
+        return len(self.data_shape) == 3
+
+    @functools.cached_property
+    def _moments(self) -> tuple[Tensor, Tensor]:
+        flat = self.train_tensor().reshape(self.train_tensor().shape[0], -1).to(torch.float64)
+        mean = flat.mean(0)
+        centered = flat - mean
+        return mean, centered.T @ centered / flat.shape[0]
+
+    def mean(self) -> Tensor:
+        """Empirical training mean, flattened ``[d]`` (float64)."""
+        return self._moments[0]
+
+    def covariance(self) -> Tensor:
+        """Empirical training covariance ``[d, d]`` normalised by 1/N (float64)."""
+        return self._moments[1]
+
+    @functools.cached_property
+    def _eigh(self) -> tuple[Tensor, Tensor]:
+        lam, u = torch.linalg.eigh(self.covariance())
+        order = torch.argsort(lam, descending=True)
+        return lam[order].clamp_min(0), u[:, order]
+
+    def covariance_eigh(self) -> tuple[Tensor, Tensor]:
+        """``(eigenvalues descending [d], eigenvectors [d, d])`` of :meth:`covariance`, cached."""
+        return self._eigh
+
+    def gaussian_denoiser(self) -> GaussianDenoiser:
+        """The Wiener filter built from the training mean and covariance."""
+        lam, u = self.covariance_eigh()
+        return GaussianDenoiser(self.mean(), lam, u, self.data_shape)
+
+    def empirical_denoiser(self, chunk_size: int = 4096) -> EmpiricalDenoiser:
+        """The exact denoiser of the training set (memorizes)."""
+        return EmpiricalDenoiser(self.train_tensor(), chunk_size=chunk_size)
+
+    def describe(self) -> dict:
+        x = self.train_tensor()
+        return {"name": type(self).__name__, "n_train": int(x.shape[0]), "data_shape": list(self.data_shape),
+                "num_classes": self.num_classes}
+
+
+def as_shape(shape: Sequence[int]) -> tuple[int, ...]:
+    return tuple(int(s) for s in shape)

@@ -1,0 +1,15 @@
+"""Denoisers ``D(x, sigma) -> E[x_0 | x]``: the protocol and the exact references."""
+
+from .base import Denoiser, ExactDenoiser, score_from_denoiser
+from .empirical import EmpiricalDenoiser
+from .gaussian import GaussianDenoiser
+from .mixture import GaussianMixtureDenoiser
+
+__all__ = [
+    "Denoiser",
+    "ExactDenoiser",
+    "score_from_denoiser",
+    "EmpiricalDenoiser",
+    "GaussianDenoiser",
+    "GaussianMixtureDenoiser",
+]

@@ -1,0 +1,32 @@
+"""Errors a user can fix. ``train.py`` prints them as one sentence instead of a traceback.
+
+Each also derives from the matching built-in exception, so ``except ValueError`` etc. still work.
+"""
+
+from __future__ import annotations
+
+__all__ = ["UserError", "ConfigError", "ShapeError", "DataNotFoundError", "NonFiniteLossError", "MissingGroundTruth"]
+
+
+class UserError(Exception):
+    """Base class: a message that names the field and the fix."""
+
+
+class ConfigError(UserError, ValueError):
+    pass
+
+
+class ShapeError(UserError, ValueError):
+    pass
+
+
+class DataNotFoundError(UserError, FileNotFoundError):
+    pass
+
+
+class NonFiniteLossError(UserError, FloatingPointError):
+    pass
+
+
+class MissingGroundTruth(UserError, AttributeError):
+    """A diagnostic asked a DataModule for something it does not know."""

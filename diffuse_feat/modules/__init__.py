@@ -1,0 +1,7 @@
+"""LightningModules around a shared backbone class. Extend them by subclassing (see each class's hooks)."""
+
+from .base import BackboneModule
+from .classification import ClassificationModule
+from .diffusion import DiffusionModule
+
+__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule"]

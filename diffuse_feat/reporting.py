@@ -1,0 +1,121 @@
+"""One writer for every measurement: TensorBoard (scalars, figures, images, histograms) and a
+machine-readable ``diagnostics.jsonl`` in the run folder, one JSON object per measurement.
+
+Only global rank zero writes; every other rank's calls are no-ops, so callers can run the same code
+(and the same collectives) on every rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+__all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
+
+JSONL_NAME = "diagnostics.jsonl"
+
+
+def to_jsonable(value: Any) -> Any:
+    """Tensors and arrays to nested lists, non-finite floats to ``None`` (strict JSON)."""
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        value = value.item() if value.ndim == 0 else value.tolist()
+    elif isinstance(value, np.ndarray):
+        value = value.tolist()
+    elif isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return value
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a ``diagnostics.jsonl`` file."""
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+class RunReporter:
+    """Writes measurements of one run. Build it from a trainer (:meth:`for_trainer`) or a folder."""
+
+    def __init__(self, run_dir: str | os.PathLike | None, writers: list | None = None, loggers: list | None = None,
+                 is_writer: bool = True):
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.writers = writers or []  # TensorBoard SummaryWriters
+        self.loggers = loggers or []  # other Lightning loggers (scalars only)
+        self.is_writer = is_writer
+
+    @classmethod
+    def for_trainer(cls, trainer) -> RunReporter:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        writers, others = [], []
+        for logger in trainer.loggers:
+            (writers if isinstance(logger, TensorBoardLogger) else others).append(
+                logger.experiment if isinstance(logger, TensorBoardLogger) else logger
+            )
+        run_dir = trainer.log_dir if trainer.loggers else trainer.default_root_dir
+        return cls(run_dir, writers, others, is_writer=trainer.is_global_zero)
+
+    @property
+    def jsonl_path(self) -> Path | None:
+        return None if self.run_dir is None else self.run_dir / JSONL_NAME
+
+    def record(self, name: str, step: int, values: Mapping[str, Any]) -> None:
+        """Append ``{"name", "step", "values"}`` to ``diagnostics.jsonl``."""
+        if not self.is_writer or self.run_dir is None:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        line = json.dumps({"name": name, "step": int(step), "values": to_jsonable(dict(values))}, allow_nan=False)
+        with open(self.jsonl_path, "a") as f:
+            f.write(line + "\n")
+
+    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
+        """Every finite numeric entry of ``values`` as a TensorBoard scalar ``<prefix>/<key>``."""
+        if not self.is_writer:
+            return
+        flat = {}
+        for key, value in values.items():
+            if isinstance(value, Tensor) and value.numel() == 1:
+                value = value.item()
+            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+                flat[f"{prefix}/{key}"] = float(value)
+        for w in self.writers:
+            for tag, value in flat.items():
+                w.add_scalar(tag, value, step)
+        for logger in self.loggers:
+            logger.log_metrics(flat, step=step)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        if self.is_writer:
+            for w in self.writers:
+                w.add_figure(tag, fig, step, close=False)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+
+    def images(self, tag: str, grid: Tensor, step: int) -> None:
+        """``grid``: ``[C, H, W]`` with values in ``[0, 1]``."""
+        if self.is_writer:
+            for w in self.writers:
+                w.add_image(tag, grid.detach().float().cpu().clamp(0, 1), step)
+
+    def histogram(self, tag: str, values: Tensor, step: int) -> None:
+        if self.is_writer:
+            for w in self.writers:
+                w.add_histogram(tag, values.detach().float().cpu(), step)
+
+    def flush(self) -> None:
+        for w in self.writers:
+            w.flush()

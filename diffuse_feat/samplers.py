@@ -1,0 +1,220 @@
+"""Samplers in sigma-space for any denoiser ``D(x, sigma)``.
+
+* :func:`sample_euler`, :func:`sample_heun`: the probability-flow ODE ``dx/dsigma = (x - D(x; sigma)) / sigma``
+  (Karras et al. 2022, Alg. 1 without churn);
+* :func:`sample_stochastic`: the ancestral discretisation of the reverse SDE (exact Gaussian transitions
+  between consecutive sigmas);
+* :func:`generate` (from pure noise) and :func:`forward_backward` (noise data to sigma, denoise back).
+
+Every sampler calls ``hook(i, x, sigma, denoised)`` after each denoiser evaluation of step ``i``, and
+takes its randomness from a :class:`SeededNoise` (one generator per sample, so sample ``i`` is the
+same whatever the batch it is drawn in) or a plain ``torch.Generator`` (faster, batch-dependent).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from .denoisers.base import Denoiser
+from .process import as_sigma, edm_sigma_grid
+
+__all__ = [
+    "SeededNoise",
+    "StepHook",
+    "sample_euler",
+    "sample_heun",
+    "sample_stochastic",
+    "run_sampler",
+    "generate",
+    "forward_backward",
+]
+
+StepHook = Callable[[int, Tensor, float, Tensor], None]
+SamplerName = Literal["euler", "heun", "stochastic"]
+
+
+class SeededNoise:
+    """Per-sample Gaussian noise: sample ``i`` owns ``torch.Generator().manual_seed(seeds[i])``.
+
+    Like EDM's ``StackedRandomGenerator``: the noise a sample sees is a function of its seed only,
+    not of the batch size or of its position in the batch.
+    """
+
+    def __init__(self, seeds: Sequence[int] | Tensor):
+        seeds = [int(s) for s in (seeds.tolist() if isinstance(seeds, Tensor) else seeds)]
+        self.seeds = seeds
+        self.generators = [torch.Generator().manual_seed(s) for s in seeds]
+
+    def __len__(self) -> int:
+        return len(self.generators)
+
+    def randn(self, shape: Sequence[int], *, device=None, dtype=torch.float32) -> Tensor:
+        """``[len(seeds), *shape]`` standard normal draws (generated on CPU, then moved)."""
+        out = torch.stack([torch.randn(tuple(shape), generator=g, dtype=dtype) for g in self.generators])
+        return out.to(device)
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        if x.shape[0] != len(self):
+            raise ValueError(f"SeededNoise has {len(self)} seeds but the batch has {x.shape[0]} samples")
+        return self.randn(x.shape[1:], device=x.device, dtype=x.dtype)
+
+
+NoiseSource = SeededNoise | torch.Generator | None
+
+
+def _randn_like(x: Tensor, noise: NoiseSource) -> Tensor:
+    if isinstance(noise, SeededNoise):
+        return noise.randn_like(x)
+    if isinstance(noise, torch.Generator) and noise.device != x.device:
+        return torch.randn(x.shape, generator=noise, dtype=x.dtype).to(x.device)
+    return torch.randn(x.shape, generator=noise, device=x.device, dtype=x.dtype)
+
+
+def _check_grid(sigmas: Tensor) -> Tensor:
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    if sigmas.numel() < 2:
+        raise ValueError("a sigma grid needs at least two levels (start and end)")
+    if bool((sigmas < 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
+        raise ValueError(f"sigma grid must be non-negative and non-increasing, got {sigmas.tolist()}")
+    return sigmas
+
+
+def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
+    return denoiser(x, as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype))
+
+
+@torch.no_grad()
+def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, hook: StepHook | None = None) -> Tensor:
+    """First-order Euler steps of the probability-flow ODE over the grid ``sigmas`` (last entry usually 0)."""
+    sigmas = _check_grid(sigmas)
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        if s == 0:
+            break
+        denoised = _denoise(denoiser, x, s)
+        if hook is not None:
+            hook(i, x, s, denoised)
+        x = x + (s_next - s) * (x - denoised) / s
+    return x
+
+
+@torch.no_grad()
+def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, hook: StepHook | None = None) -> Tensor:
+    """Heun's second-order method (EDM Alg. 1, no churn); the step onto sigma = 0 stays first order."""
+    sigmas = _check_grid(sigmas)
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        if s == 0:
+            break
+        denoised = _denoise(denoiser, x, s)
+        if hook is not None:
+            hook(i, x, s, denoised)
+        d = (x - denoised) / s
+        x_next = x + (s_next - s) * d
+        if s_next > 0:
+            d_next = (x_next - _denoise(denoiser, x_next, s_next)) / s_next
+            x_next = x + (s_next - s) * 0.5 * (d + d_next)
+        x = x_next
+    return x
+
+
+@torch.no_grad()
+def sample_stochastic(
+    denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = None, hook: StepHook | None = None
+) -> Tensor:
+    """Ancestral sampling of the reverse SDE: from ``sigma`` to ``sigma_next`` the posterior
+    ``p(x_{sigma_next} | x_sigma)`` of the VE process is ``N(x + (sigma_down - sigma) d, sigma_up^2)``,
+    with ``sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2`` and
+    ``sigma_down^2 = sigma_next^2 - sigma_up^2``.
+
+    This is DDPM's ancestral step with ``E[x0 | x]`` plugged in: it ignores the posterior spread of
+    ``x0``, so on coarse grids samples are under-dispersed (on a 2-D Gaussian with the exact
+    denoiser: variance -15% with 60 EDM steps, -6% with 200, ~1% with 1000). Use fine grids for statistics.
+    """
+    sigmas = _check_grid(sigmas)
+    for i in range(len(sigmas) - 1):
+        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
+        if s == 0:
+            break
+        denoised = _denoise(denoiser, x, s)
+        if hook is not None:
+            hook(i, x, s, denoised)
+        var_up = s_next**2 * (s**2 - s_next**2) / s**2
+        s_down = (s_next**2 - var_up) ** 0.5
+        x = x + (s_down - s) * (x - denoised) / s
+        if var_up > 0:
+            x = x + var_up**0.5 * _randn_like(x, noise)
+    return x
+
+
+def run_sampler(
+    sampler: SamplerName,
+    denoiser: Denoiser,
+    x: Tensor,
+    sigmas: Tensor,
+    *,
+    noise: NoiseSource = None,
+    hook: StepHook | None = None,
+) -> Tensor:
+    """Dispatch by name: ``"euler"``, ``"heun"`` or ``"stochastic"``."""
+    if sampler == "euler":
+        return sample_euler(denoiser, x, sigmas, hook=hook)
+    if sampler == "heun":
+        return sample_heun(denoiser, x, sigmas, hook=hook)
+    if sampler == "stochastic":
+        return sample_stochastic(denoiser, x, sigmas, noise=noise, hook=hook)
+    raise ValueError(f"unknown sampler {sampler!r}; choose 'euler', 'heun' or 'stochastic'")
+
+
+@torch.no_grad()
+def generate(
+    denoiser: Denoiser,
+    data_shape: Sequence[int],
+    seeds: Sequence[int] | Tensor,
+    *,
+    num_steps: int = 18,
+    sampler: SamplerName = "heun",
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
+    rho: float = 7.0,
+    device=None,
+    hook: StepHook | None = None,
+) -> Tensor:
+    """Samples from pure noise ``x = sigma_max z`` on the EDM rho-grid; one sample per seed."""
+    noise = SeededNoise(seeds)
+    x = sigma_max * noise.randn(tuple(data_shape), device=device)
+    sigmas = edm_sigma_grid(num_steps, sigma_min, sigma_max, rho, append_zero=True)
+    return run_sampler(sampler, denoiser, x, sigmas, noise=noise, hook=hook)
+
+
+@torch.no_grad()
+def forward_backward(
+    denoiser: Denoiser,
+    x0: Tensor,
+    sigma: float,
+    *,
+    num_steps: int = 18,
+    sampler: SamplerName = "heun",
+    noise: NoiseSource = None,
+    sigma_min: float = 0.002,
+    rho: float = 7.0,
+    hook: StepHook | None = None,
+) -> Tensor:
+    """Noise ``x0`` to level ``sigma`` (``x = x0 + sigma z``), then denoise back to sigma = 0.
+
+    The backward pass runs the EDM rho-grid from ``sigma`` to ``sigma_min`` (a single step when
+    ``sigma <= sigma_min``). ``sigma = 0`` returns ``x0`` unchanged.
+    """
+    sigma = float(as_sigma(sigma, 1)[0])
+    if sigma == 0:
+        return x0.clone()
+    x = x0 + sigma * _randn_like(x0, noise)
+    if sigma <= sigma_min:
+        sigmas = torch.tensor([sigma, 0.0], dtype=torch.float64)
+    else:
+        sigmas = edm_sigma_grid(num_steps, sigma_min, sigma, rho, append_zero=True)
+    return run_sampler(sampler, denoiser, x, sigmas, noise=noise, hook=hook)

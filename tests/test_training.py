@@ -1,0 +1,143 @@
+"""The Lightning plumbing: CLI, configs, checkpoints, resume, errors, logging."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffuse_feat.cli import DiffuseFeatCLI, main
+from diffuse_feat.reporting import read_jsonl
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
+TINY = [
+    "--data.init_args.n_train=256",
+    "--data.init_args.batch_size=64",
+    "--model.init_args.backbone.init_args.width=32",
+    "--model.init_args.backbone.init_args.depth=1",
+    "--trainer.enable_progress_bar=false",
+    "--trainer.enable_model_summary=false",
+    "--trainer.log_every_n_steps=1",
+]
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def run_cli(*args: str) -> DiffuseFeatCLI:
+    return DiffuseFeatCLI(args=list(args))
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=[str(p.relative_to(REPO / "configs")) for p in CONFIGS])
+def test_every_config_runs_a_fast_dev_run(config):
+    cli = run_cli("fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false")
+    assert cli.trainer.state.finished
+
+
+def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cli = run_cli("fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.max_epochs=3",
+                  "--trainer.callbacks.num_samples=4", "--trainer.callbacks.num_steps=4")
+    run_dir = Path(cli.trainer.log_dir).resolve()
+    assert run_dir.is_relative_to(tmp_path / "runs")
+    assert (run_dir / "checkpoints" / "last.ckpt").exists()
+    assert (run_dir / "config.yaml").exists()
+    records = read_jsonl(run_dir / "diagnostics.jsonl")
+    assert {r["name"] for r in records} >= {"SampleGridCallback"}
+    assert all(set(r) == {"name", "step", "values"} for r in records)
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
+    scalars, images = events.Tags()["scalars"], events.Tags()["images"]
+    assert "train/loss_step" in scalars and "val/loss" in scalars
+    assert any(t.startswith("train/loss_by_sigma/") for t in scalars)
+    assert any(t.startswith("lr-") for t in scalars)
+    assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
+
+
+def _all_weights(cli) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+
+
+def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
+    common = ["fit", "--config", str(REPO / "configs/default.yaml"), *TINY,
+              "--trainer.callbacks.every_n_steps=3", "--trainer.callbacks.num_samples=2",
+              "--trainer.callbacks.num_steps=2",
+              "--checkpoint.every_n_epochs=1"]
+    full = run_cli(*common, "--trainer.max_epochs=4", "--trainer.logger.init_args.name=full")
+    part = run_cli(*common, "--trainer.max_epochs=2", "--trainer.logger.init_args.name=part")
+    last = Path(part.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    resumed = run_cli(*common, "--trainer.max_epochs=4", "--trainer.logger.init_args.name=part",
+                      "--ckpt_path", str(last))
+    assert full.trainer.global_step == resumed.trainer.global_step == 16
+    a, b = _all_weights(full), _all_weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # callback history survives the resume
+    hist_full = [h["step"] for h in full.trainer.callbacks[2].history]
+    hist_res = [h["step"] for h in resumed.trainer.callbacks[2].history]
+    assert hist_full == hist_res
+
+
+def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
+    cli = run_cli("fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.max_epochs=1")
+    last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    before = last.read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.max_epochs=3",
+              "--data.class_path=tests.helpers.DigitsWithNaN", "--ckpt_path", str(last)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: DiffusionModule: the training loss became nan at step 4")
+    assert "model.init_args.lr" in err
+    assert last.read_bytes() == before
+
+
+def test_unknown_config_key_is_named(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--config", str(REPO / "configs/default.yaml"), "--model.init_args.no_such_key=1"])
+    assert "no_such_key" in capsys.readouterr().err
+
+
+def test_bad_value_is_one_sentence(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs/default.yaml"), "--data.init_args.n_train=100000"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1 and err.startswith("error: data.n_train=100000 exceeds")
+
+
+def test_wrong_shape_and_negative_sigma_are_clear():
+    from diffuse_feat.backbones import MLP
+    from diffuse_feat.modules import DiffusionModule
+
+    model = DiffusionModule(MLP, data_shape=(1, 8, 8))
+    with pytest.raises(ValueError, match=r"built for inputs of shape \[batch, 1, 8, 8\], got \[2, 64\]"):
+        model(torch.zeros(2, 64), 1.0)
+    with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
+        model(torch.zeros(2, 1, 8, 8), -0.5)
+
+
+def test_train_py_help_and_print_config():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "--help"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "fit" in out.stdout
+    out = subprocess.run([sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/default.yaml"),
+                          "--print_config"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0 and "DigitsDataModule" in out.stdout
+    assert "data_shape" not in out.stdout.split("data:")[0].split("model:")[1]  # linked, never typed
+
+
+def test_classifier_shares_the_backbone_class_and_learns_digits():
+    cli = run_cli("fit", "--config", str(REPO / "configs/digits/classifier.yaml"), "--trainer.max_epochs=15",
+                  "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                  "--trainer.enable_checkpointing=false")
+    acc = cli.trainer.callback_metrics["val/acc_by_sigma/0"]
+    assert float(acc) > 0.9
+    assert type(cli.model.backbone).__name__ == "MLP"
