@@ -132,3 +132,15 @@ def test_wrong_shape_is_a_clear_error():
         den(torch.randn(2, 3, 3), 1.0)
     with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
         den(torch.randn(2, 1, 4, 4), -1.0)
+
+
+def test_nearest_neighbors_match_brute_force_across_chunks():
+    from diffuse_feat.diagnostics.neighbors import nearest_neighbors
+
+    g = torch.Generator().manual_seed(5)
+    train, queries = torch.randn(103, 2, 3, generator=g), torch.randn(11, 2, 3, generator=g)
+    dist = torch.cdist(queries.reshape(11, -1).double(), train.reshape(103, -1).double())
+    ref_d, ref_i = torch.topk(dist, 3, dim=1, largest=False)
+    for chunk in [1, 10, 1000]:
+        d, i = nearest_neighbors(queries, train, k=3, chunk_size=chunk)
+        assert torch.equal(i, ref_i) and torch.allclose(d, ref_d, atol=1e-10)

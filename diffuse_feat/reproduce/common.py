@@ -1,0 +1,62 @@
+"""What every reproduction shares: a quiet Trainer, JSON output, timing."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+
+from ..cli import auto_precision
+from ..reporting import to_jsonable
+
+__all__ = ["make_trainer", "write_json", "pick_device"]
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    """``cuda`` when available (or when asked), else ``cpu``."""
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def make_trainer(
+    *,
+    max_steps: int = -1,
+    max_epochs: int | None = None,
+    callbacks: list | None = None,
+    log_dir: str | os.PathLike | None = None,
+    name: str = "run",
+    check_val_every_n_epoch: int | None = 1,
+    **kwargs: Any,
+) -> pl.Trainer:
+    """A Trainer for scripted runs: no progress bar or summary, automatic precision, TensorBoard only if
+    ``log_dir`` is given (then the run's ``diagnostics.jsonl`` lands in ``log_dir/name/version_N``)."""
+    logger = False
+    if log_dir is not None:
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        logger = TensorBoardLogger(save_dir=str(log_dir), name=name, default_hp_metric=False)
+    kwargs.setdefault("precision", auto_precision(kwargs.get("accelerator")))
+    return pl.Trainer(
+        max_steps=max_steps,
+        max_epochs=max_epochs,
+        callbacks=callbacks or [],
+        logger=logger,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        check_val_every_n_epoch=check_val_every_n_epoch,
+        **kwargs,
+    )
+
+
+def write_json(path: str | os.PathLike, payload: dict) -> Path:
+    """Strict JSON (NaN/inf become null; tensors become lists)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=False))
+    return path
