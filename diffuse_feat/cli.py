@@ -11,19 +11,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from jsonargparse import lazy_instance
+from jsonargparse import Namespace, lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .errors import UserError
 from .modules.base import BackboneModule
+from .reporting import JSONL_NAME
 
 __all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision"]
 
@@ -70,6 +72,31 @@ class DiffuseFeatCLI(LightningCLI):
         config = self.config[self.subcommand] if self.subcommand else self.config
         if config.trainer.get("precision") is None:
             config.trainer.precision = auto_precision(config.trainer.get("accelerator"))
+        if self.subcommand == "fit" and config.get("ckpt_path"):
+            continue_in_run_folder(config)
+
+
+def continue_in_run_folder(config) -> None:
+    """Resuming from ``<save_dir>/<name>/version_N/checkpoints/x.ckpt`` logs into that same ``version_N``
+    (TensorBoard curves and ``diagnostics.jsonl`` continue) instead of opening ``version_N+1``.
+    Records written after the checkpoint's step by the interrupted run are dropped, so none is doubled."""
+    ckpt = Path(config.ckpt_path)
+    logger = config.trainer.get("logger")
+    if not ckpt.is_file() or not isinstance(logger, Namespace | dict):
+        return
+    init = logger.get("init_args") or {}
+    if logger.get("class_path", "").rsplit(".", 1)[-1] != "TensorBoardLogger" or init.get("version") is not None:
+        return
+    run_dir = ckpt.resolve().parent.parent
+    logger_root = (Path(init.get("save_dir", ".")) / init.get("name", "")).resolve()
+    if ckpt.parent.name != "checkpoints" or run_dir.parent != logger_root:
+        return
+    init["version"] = run_dir.name
+    jsonl = run_dir / JSONL_NAME
+    if jsonl.exists():
+        step = torch.load(ckpt, map_location="cpu", weights_only=False, mmap=True).get("global_step", 0)
+        keep = [line for line in jsonl.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        jsonl.write_text("".join(line + "\n" for line in keep))
 
 
 def main(args: list[str] | None = None) -> None:

@@ -55,7 +55,7 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
     assert all(set(r) == {"name", "step", "values"} for r in records)
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars, images = events.Tags()["scalars"], events.Tags()["images"]
-    assert "train/loss_step" in scalars and "val/loss" in scalars
+    assert {"train/loss", "train/loss_epoch", "val/loss"} <= set(scalars)
     assert any(t.startswith("train/loss_by_sigma/") for t in scalars)
     assert any(t.startswith("lr-") for t in scalars)
     assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
@@ -80,10 +80,13 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    # callback history survives the resume
+    # callback history survives the resume, and the run continues in its own folder
     hist_full = [h["step"] for h in full.trainer.callbacks[2].history]
     hist_res = [h["step"] for h in resumed.trainer.callbacks[2].history]
-    assert hist_full == hist_res
+    assert set(hist_full) <= set(hist_res) and hist_res == sorted(set(hist_res))
+    assert Path(resumed.trainer.log_dir).resolve() == Path(part.trainer.log_dir).resolve()
+    steps = [r["step"] for r in read_jsonl(Path(part.trainer.log_dir) / "diagnostics.jsonl")]
+    assert steps == sorted(set(steps)) and set(hist_res) <= set(steps)  # no record doubled by the resume
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, capsys):

@@ -16,12 +16,20 @@ from collections.abc import Iterator, Sequence
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..denoisers import EmpiricalDenoiser, GaussianDenoiser
 from ..errors import ConfigError, MissingGroundTruth
 
-__all__ = ["TensorDataModule", "EpochSeededSampler", "MissingGroundTruth", "require", "provides"]
+__all__ = [
+    "TensorDataModule",
+    "TensorBatches",
+    "tensor_loader",
+    "EpochSeededSampler",
+    "MissingGroundTruth",
+    "require",
+    "provides",
+]
 
 
 def provides(datamodule, name: str) -> bool:
@@ -59,6 +67,37 @@ class EpochSeededSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class TensorBatches(Dataset):
+    """Like ``TensorDataset`` but a whole batch is one indexing call (``__getitems__``), not one call per
+    sample plus a collate: for in-memory data this is most of the data-loading cost on CPU."""
+
+    def __init__(self, *tensors: Tensor):
+        if len({t.shape[0] for t in tensors}) != 1:
+            raise ValueError("all tensors need the same first dimension")
+        self.tensors = tensors
+
+    def __len__(self) -> int:
+        return self.tensors[0].shape[0]
+
+    def __getitem__(self, index: int) -> tuple[Tensor, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]) -> list[Tensor]:
+        idx = torch.as_tensor(indices)
+        return [t[idx] for t in self.tensors]
+
+    @staticmethod
+    def collate(batch: list[Tensor]) -> list[Tensor]:
+        return batch
+
+
+def tensor_loader(tensors: Sequence[Tensor], batch_size: int, sampler: Sampler | None = None,
+                  num_workers: int = 0) -> DataLoader:
+    """A DataLoader over in-memory tensors yielding ``[x, y, ...]`` batches (optionally in ``sampler`` order)."""
+    return DataLoader(TensorBatches(*tensors), batch_size=batch_size, sampler=sampler, shuffle=False,
+                      num_workers=num_workers, collate_fn=TensorBatches.collate, drop_last=False)
 
 
 class TensorDataModule(pl.LightningDataModule):
@@ -123,20 +162,15 @@ class TensorDataModule(pl.LightningDataModule):
     # ----- loaders ----------------------------------------------------------------------------
     def train_dataloader(self) -> DataLoader:
         x, y, _, _ = self._ensure_split()
-        return DataLoader(
-            TensorDataset(x, y),
-            batch_size=min(self.batch_size, x.shape[0]),
-            sampler=EpochSeededSampler(x.shape[0], self.seed),
-            num_workers=self.num_workers,
-            drop_last=False,
-        )
+        sampler = EpochSeededSampler(x.shape[0], self.seed)
+        return tensor_loader((x, y), min(self.batch_size, x.shape[0]), sampler, self.num_workers)
 
     def val_dataloader(self) -> DataLoader:
         """Held-out points, or the training set itself when ``n_val = 0``."""
         x, y, vx, vy = self._ensure_split()
         if vx.shape[0] == 0:
             vx, vy = x, y
-        return DataLoader(TensorDataset(vx, vy), batch_size=min(self.batch_size, vx.shape[0]), shuffle=False)
+        return tensor_loader((vx, vy), min(self.batch_size, vx.shape[0]), None, self.num_workers)
 
     # ----- ground truth -----------------------------------------------------------------------
     def train_tensor(self) -> Tensor:

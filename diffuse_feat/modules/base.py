@@ -14,6 +14,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ..backbones.base import BackboneFactory
@@ -34,6 +35,7 @@ class BackboneModule(pl.LightningModule):
         optimizer: OptimizerFactory = torch.optim.Adam,
         lr_warmup_steps: int = 0,
         seed: int = 0,
+        compile_backbone: bool | str = False,
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -48,6 +50,8 @@ class BackboneModule(pl.LightningModule):
         self.num_classes = int(num_classes)
         self.lr, self.optimizer_factory, self.lr_warmup_steps, self.seed = lr, optimizer, lr_warmup_steps, seed
         self.backbone = backbone(self.data_shape, self.backbone_output_shape())
+        self.compile_backbone = compile_backbone
+        self._compiled_backbone = None
         self._noise_generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
 
@@ -59,6 +63,25 @@ class BackboneModule(pl.LightningModule):
         raise NotImplementedError
 
     # ----- shared machinery ---------------------------------------------------------------------
+    def run_backbone(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """The backbone call. In training mode with ``compile_backbone`` set it goes through ``torch.compile``
+        (``True`` = inductor, or a backend name); evaluation, sampling and Jacobians always run eagerly,
+        so ``torch.func`` transforms and diagnostics never see a compiled graph. Weights are shared."""
+        if self.compile_backbone and self.training:
+            if self._compiled_backbone is None:
+                backend = "inductor" if self.compile_backbone is True else str(self.compile_backbone)
+                # kept out of the module registry so state_dict keys do not change with compilation
+                object.__setattr__(self, "_compiled_backbone", torch.compile(self.backbone, backend=backend))
+            return self._compiled_backbone(x, sigma)
+        return self.backbone(x, sigma)
+
+    def __getstate__(self):
+        # a compiled wrapper neither pickles nor deep-copies (EMA copies the module); it is rebuilt on demand
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state["_compiled_backbone"] = None
+        return state
+
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
             raise ShapeError(
@@ -73,10 +96,23 @@ class BackboneModule(pl.LightningModule):
             g = torch.Generator(device=self.device)
             g.manual_seed(self.seed * 1_000_003 + self.global_rank)
             if self._pending_generator_state is not None:
-                g.set_state(self._pending_generator_state)
+                try:
+                    g.set_state(self._pending_generator_state)
+                except RuntimeError:  # checkpoint written on another device type (CPU <-> CUDA states differ)
+                    rank_zero_warn("the checkpoint's training-noise RNG state is for another device; reseeding it")
                 self._pending_generator_state = None
             self._noise_generator = g
         return self._noise_generator
+
+    def log_this_step(self) -> bool:
+        """Whether this training step is one the loggers record (every ``trainer.log_every_n_steps``).
+
+        ``self.log`` costs ~1 ms per call on CPU (Lightning moves its result store each time), so per-step
+        values are logged only on these steps; epoch means are accumulated in metrics and logged once.
+        """
+        trainer = self._trainer
+        every = trainer.log_every_n_steps if trainer is not None else 1
+        return (self.global_step + 1) % max(every, 1) == 0 or self.global_step == 0
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.compute_loss(batch, batch_idx)

@@ -42,13 +42,14 @@ class ClassificationModule(BackboneModule):
         optimizer: OptimizerFactory = torch.optim.Adam,
         lr_warmup_steps: int = 0,
         seed: int = 0,
+        compile_backbone: bool | str = False,
     ):
         if num_classes < 2:
             raise ConfigError(
                 f"ClassificationModule needs labeled data with >= 2 classes, but num_classes={num_classes}; "
                 "pick a data module with labels (e.g. DigitsDataModule)"
             )
-        super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed)
+        super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed, compile_backbone)
         self.sigma_sampler = sigma_sampler
         self.sigma_data = sigma_data
         self.eval_sigmas = [float(s) for s in eval_sigmas]
@@ -65,7 +66,7 @@ class ClassificationModule(BackboneModule):
         if self.sigma_data is not None:
             scale = self.sigma_data / (sigma.float().square() + self.sigma_data**2).sqrt()
             x = x * scale.reshape(-1, *([1] * (x.ndim - 1)))
-        return self.backbone(x, sigma).float()
+        return self.run_backbone(x, sigma).float()
 
     def forward(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
         """Class logits for inputs ``x`` carrying Gaussian noise of level ``sigma``."""
@@ -87,9 +88,13 @@ class ClassificationModule(BackboneModule):
         logits = self.logits_unchecked(x, sigma)
         loss = self.loss(logits, y)
         self.train_accuracy.update(logits.detach(), y)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x.shape[0])
-        self.log("train/acc", self.train_accuracy, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        if self.log_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=x.shape[0])
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/acc", self.train_accuracy.compute(), on_step=False, on_epoch=True)
+        self.train_accuracy.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch[0], batch[1]

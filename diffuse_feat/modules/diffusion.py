@@ -48,8 +48,9 @@ class DiffusionModule(BackboneModule):
         loss_sigma_edges: Sequence[float] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0),
         val_sigmas: Sequence[float] = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0),
         seed: int = 0,
+        compile_backbone: bool | str = False,
     ):
-        super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed)
+        super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed, compile_backbone)
         self.preconditioning = preconditioning
         self.sigma_sampler = sigma_sampler
         self.val_sigmas = [float(s) for s in val_sigmas]
@@ -64,7 +65,7 @@ class DiffusionModule(BackboneModule):
         """``D(x; sigma)`` for ``sigma`` of shape ``[B]``; preconditioning and output in fp32, backbone may autocast."""
         c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.preconditioning.coefficients(sigma))
         x = x.float()
-        raw = self.backbone(c_in * x, sigma).float()
+        raw = self.run_backbone(c_in * x, sigma).float()
         return c_skip * x + c_out * raw
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
@@ -93,13 +94,17 @@ class DiffusionModule(BackboneModule):
         losses = self.per_sample_loss(x0, sigma, noise)
         self.loss_buckets.update(losses, sigma)
         loss = losses.mean()
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=x0.shape[0])
+        if self.log_this_step():
+            self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=x0.shape[0])
         return loss
 
     def on_train_epoch_end(self) -> None:
-        for name, value in zip(self.loss_bucket_names, self.loss_buckets.compute(), strict=True):
-            if torch.isfinite(value):
-                self.log(f"train/loss_by_sigma/{name}", value.float(), on_step=False, on_epoch=True, sync_dist=False)
+        sums, counts = self.loss_buckets.compute()
+        for name, total, count in zip(self.loss_bucket_names, sums, counts, strict=True):
+            if count > 0:
+                self.log(f"train/loss_by_sigma/{name}", (total / count).float(), on_step=False, on_epoch=True)
+        if counts.sum() > 0:
+            self.log("train/loss_epoch", (sums.sum() / counts.sum()).float(), on_step=False, on_epoch=True)
         self.loss_buckets.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -24,8 +24,8 @@ def bucket_labels(edges: Sequence[float]) -> list[str]:
 class BucketMean(Metric):
     """Mean of per-sample values grouped by which bucket their sigma falls in.
 
-    ``update`` never syncs with the device (scatter-add into sums and counts); ``compute`` returns
-    one mean per bucket, NaN where a bucket saw nothing. States are summed across DDP ranks.
+    ``update`` never syncs with the device (scatter-add into sums and counts); ``compute`` returns the
+    sums and counts, summed across DDP ranks, and :meth:`means` turns them into per-bucket means.
     """
 
     full_state_update = False
@@ -43,4 +43,11 @@ class BucketMean(Metric):
         self.counts.scatter_add_(0, idx, torch.ones_like(idx, dtype=torch.float64))
 
     def compute(self) -> Tensor:
-        return torch.where(self.counts > 0, self.sums / self.counts.clamp_min(1), torch.nan)
+        """``[2, num_buckets]``: row 0 the sums, row 1 the counts (synchronised across DDP ranks)."""
+        return torch.stack([self.sums, self.counts])
+
+    @staticmethod
+    def means(sums_counts: Tensor) -> Tensor:
+        """Per-bucket means from :meth:`compute`'s output, NaN where a bucket saw nothing."""
+        sums, counts = sums_counts
+        return torch.where(counts > 0, sums / counts.clamp_min(1), torch.nan)
