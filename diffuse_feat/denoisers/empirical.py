@@ -25,8 +25,9 @@ _MIN_SIGMA = 1e-12  # sigma = 0 means "nearest training point"; keep the divisio
 class EmpiricalDenoiser(ExactDenoiser):
     """Posterior mean under the empirical distribution of ``train`` (shape ``[n, *data_shape]``).
 
-    ``chunk_size`` training points are held in float64 at a time; ``compute_dtype`` can be set to
-    float32 on GPUs where float64 is slow, at the cost of accuracy below sigma ~ 0.05.
+    The training set is stored in ``compute_dtype`` (float64 by default: 376 MB for MNIST's 60,000 x 784);
+    working memory is ``O(batch x chunk_size)``. ``compute_dtype=torch.float32`` halves both and is faster
+    on GPUs with slow float64, at the cost of wrong weights between near-duplicate points below sigma ~ 0.05.
     """
 
     def __init__(self, train: Tensor, chunk_size: int = 4096, compute_dtype: torch.dtype = torch.float64):
@@ -36,8 +37,10 @@ class EmpiricalDenoiser(ExactDenoiser):
         flat = train.reshape(train.shape[0], -1)
         self.chunk_size = int(chunk_size)
         self.compute_dtype = compute_dtype
-        self.register_buffer("points", flat.float())
-        self.register_buffer("half_sq_norms", 0.5 * flat.to(torch.float64).square().sum(1))
+        # stored once in the compute dtype: no per-call conversion of the whole training set
+        points = flat.to(compute_dtype)
+        self.register_buffer("points", points)
+        self.register_buffer("half_sq_norms", 0.5 * torch.linalg.vector_norm(points, dim=1).square())
 
     @property
     def num_train(self) -> int:
@@ -46,9 +49,7 @@ class EmpiricalDenoiser(ExactDenoiser):
     def _chunks(self):
         for start in range(0, self.num_train, self.chunk_size):
             stop = min(start + self.chunk_size, self.num_train)
-            yield start, stop, self.points[start:stop].to(self.compute_dtype), self.half_sq_norms[start:stop].to(
-                self.compute_dtype
-            )
+            yield start, stop, self.points[start:stop], self.half_sq_norms[start:stop]
 
     def _logits(self, x: Tensor, inv_var: Tensor, y: Tensor, half_sq: Tensor) -> Tensor:
         """``-(||x - y||^2 - ||x||^2) / (2 sigma^2)`` for one chunk: ``[B, chunk]``."""
