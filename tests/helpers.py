@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from lightning.pytorch.callbacks import Callback
 
 from diffuse_feat.data import DigitsDataModule
 
@@ -15,3 +16,27 @@ class DigitsWithNaN(DigitsDataModule):
         x = x.clone()
         x[:] = torch.nan
         return x, y
+
+
+class RanksAgree(Callback):
+    """At the end of training, gathers every DiagnosticCallback's last measurement from all ranks and
+    writes ``{callback name: max |rank value - rank 0 value|}`` to ``path`` (rank zero)."""
+
+    def __init__(self, path: str = "ranks_agree.json"):
+        self.path = path
+
+    def on_train_end(self, trainer, pl_module):
+        from callbacks.base import DiagnosticCallback
+
+        spread = {}
+        for cb in trainer.callbacks:
+            if isinstance(cb, DiagnosticCallback) and cb.history:
+                values = [v for k, v in sorted(cb.history[-1].items()) if isinstance(v, int | float)]
+                mine = torch.tensor(values, dtype=torch.float64, device=pl_module.device)
+                everyone = trainer.strategy.all_gather(mine)  # [world, n]
+                spread[cb.name] = (everyone - everyone[0]).abs().max().item()
+        if trainer.is_global_zero:
+            import json
+
+            with open(self.path, "w") as f:
+                json.dump({"world_size": trainer.world_size, "spread": spread}, f)

@@ -9,6 +9,7 @@ in checkpoints, so a resumed run draws exactly the noise an uninterrupted run wo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -20,9 +21,22 @@ from torch import Tensor
 from ..backbones.base import BackboneFactory
 from ..errors import ConfigError, NonFiniteLossError, ShapeError
 
-__all__ = ["BackboneModule", "OptimizerFactory"]
+__all__ = ["BackboneModule", "OptimizerFactory", "detach_from_cli"]
 
 OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+
+
+def detach_from_cli(factory: Callable) -> Callable:
+    """``functools.partial(cls, **kwargs)`` for a factory built by jsonargparse.
+
+    jsonargparse wraps ``class_path`` callables as ``partial(call_without_instantiate_context, instantiator,
+    cls, **kwargs)`` and the instantiator references the whole LightningCLI and its Trainer. A module
+    holding it would drag them into every deep copy (the EMA callback copies the module), which is slow
+    and fails under DDP (the process group holds locks). Anything else is returned unchanged.
+    """
+    if isinstance(factory, functools.partial) and len(factory.args) == 2 and isinstance(factory.args[1], type):
+        return functools.partial(factory.args[1], **factory.keywords)
+    return factory
 
 
 class BackboneModule(pl.LightningModule):
@@ -48,7 +62,8 @@ class BackboneModule(pl.LightningModule):
             raise ConfigError(f"model.lr must be > 0, got {lr}")
         self.data_shape = tuple(int(s) for s in data_shape)
         self.num_classes = int(num_classes)
-        self.lr, self.optimizer_factory, self.lr_warmup_steps, self.seed = lr, optimizer, lr_warmup_steps, seed
+        self.lr, self.lr_warmup_steps, self.seed = lr, lr_warmup_steps, seed
+        self.optimizer_factory = detach_from_cli(optimizer)
         self.backbone = backbone(self.data_shape, self.backbone_output_shape())
         self.compile_backbone = compile_backbone
         self._compiled_backbone = None
