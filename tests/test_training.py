@@ -116,6 +116,16 @@ def test_bad_value_is_one_sentence(capsys):
     assert exit_info.value.code == 1 and err.startswith("error: data.n_train=100000 exceeds")
 
 
+def test_missing_dataset_folder_is_one_sentence(capsys, tmp_path):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(REPO / "configs/default.yaml"), "--data=diffuse_feat.data.MNISTDataModule",
+              f"--data.init_args.root={tmp_path / 'nowhere'}", "--trainer.max_epochs=1"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith(f"error: MNIST files not found under '{tmp_path / 'nowhere' / 'MNIST' / 'raw'}'")
+    assert "--data.init_args.download=true" in err and err.count("\n") == 1
+
+
 def test_wrong_shape_and_negative_sigma_are_clear():
     from diffuse_feat.backbones import MLP
     from diffuse_feat.modules import DiffusionModule

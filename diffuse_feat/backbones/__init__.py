@@ -2,5 +2,6 @@
 
 from .base import BackboneFactory, SigmaEmbedding
 from .mlp import MLP
+from .unet import UNet
 
-__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP"]
+__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP", "UNet"]

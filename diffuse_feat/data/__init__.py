@@ -2,6 +2,7 @@
 
 from .base import EpochSeededSampler, MissingGroundTruth, TensorDataModule, provides, require
 from .digits import DigitsDataModule
+from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from .synthetic import GaussianMixtureDataModule, LowRankGaussianDataModule
 
 __all__ = [
@@ -13,4 +14,8 @@ __all__ = [
     "DigitsDataModule",
     "GaussianMixtureDataModule",
     "LowRankGaussianDataModule",
+    "MNISTDataModule",
+    "FashionMNISTDataModule",
+    "CIFAR10DataModule",
+    "ImageFolderDataModule",
 ]
