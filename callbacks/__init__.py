@@ -3,4 +3,9 @@
 from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
 from .samples import SampleGridCallback
 
-__all__ = ["DiagnosticCallback", "diagnostic_mode", "model_for_diagnostics", "SampleGridCallback"]
+__all__ = [
+    "DiagnosticCallback",
+    "diagnostic_mode",
+    "model_for_diagnostics",
+    "SampleGridCallback",
+]

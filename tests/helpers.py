@@ -34,7 +34,8 @@ class RanksAgree(Callback):
                 values = [v for k, v in sorted(cb.history[-1].items()) if isinstance(v, int | float)]
                 mine = torch.tensor(values, dtype=torch.float64, device=pl_module.device)
                 everyone = trainer.strategy.all_gather(mine)  # [world, n]
-                spread[cb.name] = (everyone - everyone[0]).abs().max().item()
+                both_nan = everyone.isnan() & everyone[0].isnan()  # "undefined" on every rank is agreement
+                spread[cb.name] = (everyone - everyone[0]).abs().nan_to_num(nan=float("inf"))[~both_nan].max().item()
         if trainer.is_global_zero:
             import json
 
