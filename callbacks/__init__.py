@@ -1,6 +1,7 @@
 """Lightning callbacks that schedule the diagnostics of ``diffuse_feat.diagnostics`` and log them."""
 
 from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
+from .gaussian_structure import GaussianStructureCallback
 from .samples import SampleGridCallback
 
 __all__ = [
@@ -8,4 +9,5 @@ __all__ = [
     "diagnostic_mode",
     "model_for_diagnostics",
     "SampleGridCallback",
+    "GaussianStructureCallback",
 ]
