@@ -2,6 +2,7 @@
 
 from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
 from .gaussian_structure import GaussianStructureCallback
+from .regimes import RegimesCallback
 from .samples import SampleGridCallback
 
 __all__ = [
@@ -10,4 +11,5 @@ __all__ = [
     "model_for_diagnostics",
     "SampleGridCallback",
     "GaussianStructureCallback",
+    "RegimesCallback",
 ]

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..denoisers import GaussianDenoiser, GaussianMixtureDenoiser
+from ..diagnostics.regimes_theory import gm_cloning_curve, gm_collapse_time
 from .base import TensorDataModule
 
 __all__ = ["GaussianMixtureDataModule", "LowRankGaussianDataModule"]
@@ -19,7 +20,8 @@ class GaussianMixtureDataModule(TensorDataModule):
     With ``n_components = 2`` (default) the means are ``+m`` and ``-m`` (Biroli et al.'s model);
     otherwise they are independent random directions. Labels are the generating component.
     Ground truth: :meth:`population_denoiser` (exact score at every sigma), :meth:`oracle_labels`
-    (posterior component), :attr:`means`, and the theory value ``top_eigenvalue = dim mu^2 + std^2``.
+    (posterior component), :attr:`means`, and the theory values ``top_eigenvalue = dim mu^2 + std^2``,
+    :meth:`cloning_theory` (speciation curve phi(t)) and :meth:`collapse_time` (t_C of Biroli et al.).
     """
 
     def __init__(
@@ -56,7 +58,19 @@ class GaussianMixtureDataModule(TensorDataModule):
 
     def oracle_labels(self, x: Tensor, sigma: float = 0.0) -> Tensor:
         """Most probable generating component of ``x`` at noise level ``sigma``."""
-        return self.population_denoiser().responsibilities(x, sigma).argmax(1)
+        return self.population_denoiser().to(x.device).responsibilities(x, sigma).argmax(1)
+
+    def cloning_theory(self, t) -> Tensor | None:
+        """Biroli et al.'s cloning curve ``phi(t)`` (OU time) with the population score: the probability that two
+        backward trajectories split at ``t`` end in the same component. Two symmetric components only (else None)."""
+        if self.n_components != 2:
+            return None
+        return gm_cloning_curve(t, self.dim, self.mean_scale, self.component_std)
+
+    def collapse_time(self, n: int | None = None) -> float:
+        """``t_C = 1/2 log(1 + std^2 / (n^{2/d} - 1))`` (OU time) for ``n`` training points (default: all of them)."""
+        n = self.train_tensor().shape[0] if n is None else n
+        return gm_collapse_time(n, self.dim, self.component_std)
 
     @property
     def top_eigenvalue(self) -> float:
