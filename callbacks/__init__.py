@@ -1,6 +1,7 @@
 """Lightning callbacks that schedule the diagnostics of ``diffuse_feat.diagnostics`` and log them."""
 
 from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
+from .forward_backward import ForwardBackwardCallback
 from .gaussian_structure import GaussianStructureCallback
 from .regimes import RegimesCallback
 from .samples import SampleGridCallback
@@ -12,4 +13,5 @@ __all__ = [
     "SampleGridCallback",
     "GaussianStructureCallback",
     "RegimesCallback",
+    "ForwardBackwardCallback",
 ]

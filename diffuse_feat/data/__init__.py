@@ -3,6 +3,7 @@
 from .base import EpochSeededSampler, MissingGroundTruth, TensorDataModule, provides, require
 from .digits import DigitsDataModule
 from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
+from .rhm import RHMDataModule, RHMGrammar
 from .synthetic import GaussianMixtureDataModule, LowRankGaussianDataModule
 
 __all__ = [
@@ -18,4 +19,6 @@ __all__ = [
     "FashionMNISTDataModule",
     "CIFAR10DataModule",
     "ImageFolderDataModule",
+    "RHMDataModule",
+    "RHMGrammar",
 ]

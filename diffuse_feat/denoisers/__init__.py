@@ -4,6 +4,7 @@ from .base import Denoiser, ExactDenoiser, score_from_denoiser
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
 from .mixture import GaussianMixtureDenoiser
+from .rhm_bp import RHMBeliefPropagation
 
 __all__ = [
     "Denoiser",
@@ -12,4 +13,5 @@ __all__ = [
     "EmpiricalDenoiser",
     "GaussianDenoiser",
     "GaussianMixtureDenoiser",
+    "RHMBeliefPropagation",
 ]

@@ -1,0 +1,174 @@
+"""``ForwardBackwardCallback``: time-resolved forward–backward reconstruction of the model being trained
+(Sclocchi, Favero, Wyart 2024), next to the exact belief-propagation (BP) curve of the same data.
+
+Every ``every_n_steps``, on a fixed probe set (the first ``num_probes`` validation samples) with fixed noise
+(``SeededNoise(seed .. seed + num_probes - 1)``, the same at every sigma and every run): for each sigma of the
+grid, noise the probes to ``x = x_0 + sigma z``, run the reverse sampler back to sigma = 0, parse ``x_hat_0``
+exactly with the RHM grammar and measure
+
+* ``p_class``: the class (root) of ``x_hat_0`` equals that of ``x_0``;
+* ``p_unchanged[l]``: the fraction of level-``l`` symbols unchanged (``l = 0`` class ... ``L`` leaves); a node
+  whose subtree is not grammatical counts as changed;
+* ``p_valid``: the fraction of ``x_hat_0`` that are grammatical strings.
+
+The exact reference (BP posterior samples of the same noisy probes; ``p_class`` Rao–Blackwellised) is computed
+once and drawn beside the learned curves, so the learned model can be watched approaching the Bayes-optimal one.
+RHM mode needs a DataModule with ``parse``, ``val_trees`` and ``bp_denoiser`` (``diffuse_feat.data.rhm``).
+
+On any other data (images: digits, torchvision sets) ``x_hat_0`` is read by a trained ``ClassificationModule``
+loaded from ``classifier_checkpoint``: ``p_class`` (its predicted class of ``x_hat_0`` equals that of ``x_0``)
+and ``change_<depth>``, the normalised change of its standardised hidden activations at every depth (the
+backbone's ``hidden_features``, or the residual blocks of ``MLP``), pixels first and logits last. Without a
+checkpoint only the pixel-level change is measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from diffuse_feat.data.base import require
+from diffuse_feat.diagnostics.hierarchy import (
+    bp_gaussian_forward_backward,
+    classifier_read_out,
+    image_forward_backward,
+    learned_forward_backward,
+)
+from diffuse_feat.reporting import RunReporter
+from diffuse_feat.samplers import SamplerName, SeededNoise
+
+from .base import DiagnosticCallback
+
+__all__ = ["ForwardBackwardCallback", "plot_forward_backward"]
+
+
+def plot_forward_backward(ax_class, ax_levels, sigma: Sequence[float], learned: dict | None, exact: dict | None,
+                          title: str = "") -> None:
+    """Class preservation (left axis) and per-level ``p_unchanged`` (right axis) against sigma: the exact BP
+    curves solid, the learned ones dashed (levels coloured from root, dark, to leaves, light)."""
+    for curves, style, label in ((exact, "-", "exact BP"), (learned, "--", "learned")):
+        if curves is None:
+            continue
+        ax_class.plot(sigma, curves["p_class"], style, marker="o", ms=3, label=label)
+        rows = list(zip(*curves["p_unchanged"], strict=True))  # [level][sigma]
+        for level, row in enumerate(rows):
+            colour = (0.1, 0.2 + 0.7 * level / max(1, len(rows) - 1), 0.5)
+            ax_levels.plot(sigma, row, style, color=colour, label=f"l={level}" if style == "-" else None)
+    for ax, what in ((ax_class, "P(class preserved)"), (ax_levels, "P(level-l symbol unchanged)")):
+        ax.set_xscale("log")
+        ax.set_xlabel("sigma")
+        ax.set_ylabel(what)
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(fontsize=7)
+    ax_class.set_title(title)
+
+
+class ForwardBackwardCallback(DiagnosticCallback):
+    """Forward–backward reconstruction of an RHM diffusion model against exact BP.
+
+    Args:
+        sigmas: noise levels of the forward step (sigma-space, data encoding of the DataModule).
+        num_probes: validation samples used as ``x_0`` (always the same ones).
+        num_steps, sampler: the reverse run from each sigma (``stochastic`` = ancestral, a posterior sample
+            like BP's; an ODE sampler maps each ``x`` to one point instead).
+        classifier_checkpoint: images only: a ``ClassificationModule`` checkpoint that reads ``x_hat_0``.
+    Scalars (RHM): ``p_class_s<sigma>``, ``p_leaves_s<sigma>``, ``p_valid_s<sigma>`` and ``bp_p_class_s<sigma>``;
+    (images): ``p_class_s<sigma>`` and ``change_<depth>_s<sigma>``.
+    """
+
+    def __init__(self, every_n_steps: int = 500, sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
+                 num_probes: int = 128, num_steps: int = 16, sampler: SamplerName = "stochastic",
+                 classifier_checkpoint: str | None = None, use_ema: bool = True, seed: int = 0,
+                 at_train_end: bool = True, name: str | None = None):
+        super().__init__(every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, seed=seed, name=name)
+        self.sigmas = [float(s) for s in sigmas]
+        self.num_probes, self.num_steps, self.sampler = num_probes, num_steps, sampler
+        self.classifier_checkpoint = classifier_checkpoint
+        self._classifier = None
+        self._exact: dict | None = None
+        self._learned: dict | None = None
+        self._images: dict | None = None
+
+    def classifier(self, device: torch.device):
+        """The trained ``ClassificationModule`` of ``classifier_checkpoint`` (loaded once, eval mode), or None."""
+        if self.classifier_checkpoint and self._classifier is None:
+            from diffuse_feat.modules.classification import ClassificationModule
+
+            self._classifier = ClassificationModule.load_from_checkpoint(
+                self.classifier_checkpoint, map_location="cpu", weights_only=False).eval()
+        return None if self._classifier is None else self._classifier.to(device)
+
+    def measure_images(self, dm, model, device: torch.device) -> dict[str, Any]:
+        x0 = dm.val_tensor()[: self.num_probes].to(device)
+        classifier = self.classifier(device)
+        res = image_forward_backward(model, x0, self.sigmas, classifier_read_out(classifier) if classifier else None,
+                                     seeds=range(self.seed, self.seed + x0.shape[0]), sampler=self.sampler,
+                                     num_steps=self.num_steps)
+        self._images = res
+        values: dict[str, Any] = {}
+        for i, sigma in enumerate(self.sigmas):
+            if "p_class" in res:
+                values[f"p_class_s{sigma:g}"] = res["p_class"][i]
+            for depth in res["depths"]:
+                values[f"change_{depth}_s{sigma:g}"] = res["change"][depth][i]
+        values.update(sigma=self.sigmas, depths=res["depths"], change=res["change"])
+        if "p_class" in res:
+            values["p_class"] = res["p_class"]
+        return values
+
+    def _probes(self, dm) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
+        who = f"{type(self).__name__} (forward-backward)"
+        require(dm, "parse", needed_by=who, hint="use diffuse_feat.data.rhm.RHMDataModule")
+        trees = require(dm, "val_trees", needed_by=who)()
+        x0 = dm.val_tensor()[: self.num_probes]
+        seeds = list(range(self.seed, self.seed + x0.shape[0]))
+        return x0, [t[: x0.shape[0]] for t in trees], seeds
+
+    def exact_curves(self, dm) -> dict:
+        """The BP reference on the probes with the very noise the model sees (computed once, on CPU)."""
+        if self._exact is None:
+            x0, trees, seeds = self._probes(dm)
+            bp = require(dm, "bp_denoiser", needed_by=type(self).__name__)()
+            noise = SeededNoise(seeds).randn_like(x0)
+            self._exact = bp_gaussian_forward_backward(bp, x0, trees, self.sigmas, noise, seed=self.seed)
+        return self._exact
+
+    def measure(self, trainer, pl_module, model) -> dict[str, Any]:
+        dm = trainer.datamodule
+        if getattr(dm, "parse", None) is None:
+            return self.measure_images(dm, model, pl_module.device)
+        x0, trees, seeds = self._probes(dm)
+        exact = self.exact_curves(dm)
+        learned = learned_forward_backward(model, x0.to(pl_module.device), trees, self.sigmas, dm.parse,
+                                           seeds=seeds, sampler=self.sampler, num_steps=self.num_steps)
+        self._learned = learned
+        values: dict[str, Any] = {}
+        for i, sigma in enumerate(self.sigmas):
+            values[f"p_class_s{sigma:g}"] = learned["p_class"][i]
+            values[f"p_leaves_s{sigma:g}"] = learned["p_unchanged"][i][-1]
+            values[f"p_valid_s{sigma:g}"] = learned["p_valid"][i]
+            values[f"bp_p_class_s{sigma:g}"] = exact["p_class"][i]
+        values.update(sigma=self.sigmas, p_class=learned["p_class"], p_unchanged=learned["p_unchanged"],
+                      p_valid=learned["p_valid"], bp_p_class=exact["p_class"], bp_p_unchanged=exact["p_unchanged"])
+        return values
+
+    def report(self, reporter: RunReporter, values, step, trainer, model) -> None:
+        from diffuse_feat.plotting import plt
+
+        if self._images is not None:
+            fig, ax = plt.subplots(figsize=(5, 3.5))
+            if "p_class" in self._images:
+                ax.plot(self.sigmas, self._images["p_class"], "ko-", ms=3, label="P(class preserved)")
+            for depth in self._images["depths"]:
+                ax.plot(self.sigmas, [c / 2 for c in self._images["change"][depth]], label=f"change/2: {depth}")
+            ax.set(xscale="log", xlabel="sigma", title=f"step {step}")
+            ax.legend(fontsize=7)
+            fig.tight_layout()
+            reporter.figure(f"figures/{self.name}", fig, step)
+            return
+        fig, (ax_class, ax_levels) = plt.subplots(1, 2, figsize=(9, 3.5))
+        plot_forward_backward(ax_class, ax_levels, self.sigmas, self._learned, self._exact, title=f"step {step}")
+        fig.tight_layout()
+        reporter.figure(f"figures/{self.name}", fig, step)
