@@ -1,6 +1,7 @@
 """Lightning callbacks that schedule the diagnostics of ``diffuse_feat.diagnostics`` and log them."""
 
 from .base import DiagnosticCallback, diagnostic_mode, model_for_diagnostics
+from .feature_learning import FeatureLearningCallback
 from .forward_backward import ForwardBackwardCallback
 from .gaussian_structure import GaussianStructureCallback
 from .regimes import RegimesCallback
@@ -14,4 +15,5 @@ __all__ = [
     "GaussianStructureCallback",
     "RegimesCallback",
     "ForwardBackwardCallback",
+    "FeatureLearningCallback",
 ]

@@ -2,6 +2,7 @@
 
 from .base import BackboneFactory, SigmaEmbedding
 from .mlp import MLP
+from .patch_net import PatchNet
 from .unet import UNet
 
-__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP", "UNet"]
+__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP", "UNet", "PatchNet"]

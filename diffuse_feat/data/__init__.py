@@ -5,6 +5,7 @@ from .digits import DigitsDataModule
 from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from .rhm import RHMDataModule, RHMGrammar
 from .synthetic import GaussianMixtureDataModule, LowRankGaussianDataModule
+from .two_patch import NoisyImagePatchDataModule, TwoPatchDataModule
 
 __all__ = [
     "TensorDataModule",
@@ -21,4 +22,6 @@ __all__ = [
     "ImageFolderDataModule",
     "RHMDataModule",
     "RHMGrammar",
+    "TwoPatchDataModule",
+    "NoisyImagePatchDataModule",
 ]

@@ -3,5 +3,6 @@
 from .base import BackboneModule
 from .classification import ClassificationModule
 from .diffusion import DiffusionModule
+from .patch_diffusion import PatchDiffusionModule
 
-__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule"]
+__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "PatchDiffusionModule"]

@@ -1,0 +1,294 @@
+"""Han, Huang, Cao, Zou (ICLR 2025): feature learning in diffusion models vs classifiers.
+
+``python -m diffuse_feat.reproduce feature_learning --out DIR [--quick]`` writes ``DIR/feature_learning.json``,
+``DIR/feature_learning.png`` and one TensorBoard run per training under ``DIR/runs``:
+
+* ``runs``: the same :class:`~diffuse_feat.backbones.patch_net.PatchNet` (width 20, ``sigma_0 = 0.01``) trained by
+  full-batch GD on two-patch data (n = 30, d = 1000, ``sigma_xi = 1``) over a grid of ``n SNR^2`` spanning the
+  classification threshold, once as a denoiser (DDPM noise prediction at ``(alpha, beta) = (0.6, 0.8)``, exact
+  expectation over the noise) and once as a classifier (logistic loss, clean inputs). Each run has
+  ``objective``, ``n``, ``snr``, ``n_snr2``, final ``signal`` = mean_j max_r <w_r, mu_j>, ``noise`` =
+  mean_i max_r <w_r, xi_i> (own-class filters for the classifier), ``ratio`` and the ``curves`` over training
+  (from :class:`~callbacks.feature_learning.FeatureLearningCallback`); diffusion runs add the early
+  ``increment_ratio`` against its linear-phase theory (``~ n SNR^2 / 2``), classifier runs the test accuracy;
+* ``threshold``: where the classifier's ratio crosses 1 (log-log interpolation on the grid);
+* ``noisy_digits``: the Noisy-MNIST-style comparison on scikit-learn digits 0 vs 1 (the image as the signal
+  patch, a Gaussian noise patch next to it; signal directions = class-mean images) at a low and a high ``n SNR^2``;
+* ``checks``: the note's acceptance checks (AC-D1, AC-D2, AC-C1, AC-C2, AC-X at ``sigma_0 = 0.01``) with
+  their measured values and pass/fail; ``note``: the note's simulated reference numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import functools
+import logging
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from callbacks.feature_learning import FeatureLearningCallback
+
+from ..backbones.patch_net import PatchNet
+from ..data.two_patch import NoisyImagePatchDataModule, TwoPatchDataModule, _SignalNoisePatches
+from ..modules import ClassificationModule
+from ..modules.patch_diffusion import PatchDiffusionModule
+from ..plotting import plt, save_figure
+from ..reporting import to_jsonable
+from .common import make_trainer, write_json
+
+DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
+
+CURVE_KEYS = ("signal", "noise", "ratio", "signal_abs", "noise_abs", "ratio_abs", "increment_ratio")
+# note §8.1 (numpy simulation, seed 0, sigma_0 = 0.01, same n, d, m): stationary diffusion ratio and
+# classifier ratio at 400 steps, by n SNR^2
+NOTE_DIFFUSION_RATIO = {0.25: 0.32, 0.75: 0.66, 2.25: 1.04, 6.75: 1.41, 20.25: 1.77}
+NOTE_CLASSIFICATION_RATIO = {0.25: 0.013, 0.75: 0.040, 2.25: 0.33, 6.75: 3.1, 20.25: 6.4}
+
+
+@dataclass(frozen=True)
+class Settings:
+    n_snr2: tuple[float, ...]
+    n: int
+    d: int
+    width: int
+    init_std: float
+    sigma: float  # beta / alpha = 4/3: (alpha, beta) = (0.6, 0.8)
+    diffusion_lr: float  # the stationary point does not depend on it; a larger step gets there sooner
+    diffusion_steps: int
+    diffusion_every: int
+    classification_lr: float
+    classification_steps: int
+    classification_every: int
+    n_test: int
+    digits_n: int
+    digits_upsample: int
+    digits_n_snr2: tuple[float, ...]
+
+
+QUICK = Settings(n_snr2=(0.25, 0.75, 2.25, 6.75, 20.25), n=30, d=1000, width=20, init_std=0.01, sigma=4 / 3,
+                 diffusion_lr=8e-3, diffusion_steps=1500, diffusion_every=25, classification_lr=0.1,
+                 classification_steps=400, classification_every=10, n_test=1000, digits_n=20, digits_upsample=4,
+                 digits_n_snr2=(0.75, 6.75))
+FULL = Settings(n_snr2=(0.083, 0.25, 0.75, 2.25, 6.75, 20.25, 60.75), n=30, d=1000, width=20, init_std=0.01,
+                sigma=4 / 3, diffusion_lr=2e-3, diffusion_steps=8000, diffusion_every=50, classification_lr=0.1,
+                classification_steps=1000, classification_every=10, n_test=2000, digits_n=20, digits_upsample=4,
+                digits_n_snr2=(0.25, 0.75, 2.25, 6.75))
+
+
+@contextlib.contextmanager
+def _quiet_single_thread():
+    """Lightning's banners and known warnings off, and one intra-op thread: the matrices are tiny, so a
+    second thread only adds synchronisation (which dominates by far on a loaded machine)."""
+    logger = logging.getLogger("lightning.pytorch")
+    level, threads = logger.level, torch.get_num_threads()
+    logger.setLevel(logging.ERROR)
+    torch.set_num_threads(1)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module="lightning")
+            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+            yield
+    finally:
+        logger.setLevel(level)
+        torch.set_num_threads(threads)
+
+
+def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, log_dir: Path, name: str) -> dict:
+    """Train one PatchNet with ``objective`` on ``dm``; return the final aggregates and their curves."""
+    backbone = functools.partial(PatchNet, width=cfg.width, activation="square", init_std=cfg.init_std)
+    torch.manual_seed(seed)
+    if objective == "diffusion":
+        model = PatchDiffusionModule(backbone, data_shape=dm.data_shape, sigma=cfg.sigma, lr=cfg.diffusion_lr,
+                                     seed=seed)
+        steps, every = cfg.diffusion_steps, cfg.diffusion_every
+    else:
+        model = ClassificationModule(backbone, data_shape=dm.data_shape, num_classes=2, sigma_data=None,
+                                     eval_sigmas=(0.0,), optimizer=torch.optim.SGD, lr=cfg.classification_lr,
+                                     seed=seed)
+        steps, every = cfg.classification_steps, cfg.classification_every
+    probe = FeatureLearningCallback(every_n_steps=every, figure_every_n_steps=0, histograms=False)
+    trainer = make_trainer(max_steps=steps, callbacks=[probe], limit_val_batches=0, log_every_n_steps=every,
+                           log_dir=log_dir, name=name, accelerator="cpu", devices=1)
+    trainer.fit(model, datamodule=dm)
+    history = probe.history
+    final = history[-1]
+    run = {
+        "objective": objective, "n": dm.n_train, "snr": dm.snr, "n_snr2": dm.n_snr2, "steps": steps,
+        **{key: final[key] for key in ("signal", "noise", "ratio", "signal_abs", "noise_abs", "ratio_abs")},
+        "init_signal": history[0]["signal"], "init_noise": history[0]["noise"],
+        "curves": {"step": [h["step"] for h in history], **{k: [h[k] for h in history] for k in CURVE_KEYS}},
+    }
+    if objective == "diffusion":
+        # AC-D1: the linear phase, read at GD time eta * k = 0.3 (300 steps of the note's eta = 1e-3)
+        early = min(history[1:], key=lambda h: abs(h["step"] * cfg.diffusion_lr - 0.3))
+        run.update(early_step=early["step"], early_increment_ratio=early["increment_ratio"],
+                   increment_ratio_theory=final["increment_ratio_theory"],
+                   final_loss=float(trainer.callback_metrics.get("train/loss", float("nan"))))
+    else:
+        model.eval()
+        with torch.no_grad():
+            correct = model(dm.val_tensor(), 0.0).argmax(1) == dm.val_labels()
+        run["test_accuracy"] = float(correct.double().mean())
+    return run
+
+
+def _crossing(points: list[tuple[float, float]], level: float = 1.0) -> float | None:
+    """First ``x`` where ``y`` crosses ``level`` upwards, interpolating ``log y`` linearly in ``log x``."""
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if y0 < level <= y1 and y0 > 0:
+            t = math.log(level / y0) / math.log(y1 / y0)
+            return math.exp(math.log(x0) + t * math.log(x1 / x0))
+    return None
+
+
+def synthetic(cfg: Settings, seed: int, log_dir: Path) -> list[dict]:
+    runs = []
+    for n_snr2 in cfg.n_snr2:
+        mu_norm = math.sqrt(n_snr2 * cfg.d / cfg.n)  # n SNR^2 = n ||mu||^2 / (sigma_xi^2 d), sigma_xi = 1
+        for objective in ("diffusion", "classification"):
+            dm = TwoPatchDataModule(n_train=cfg.n, d=cfg.d, mu_norm=mu_norm, n_val=cfg.n_test, seed=seed,
+                                    passes_per_epoch=100)
+            runs.append(_train(objective, dm, cfg, seed, log_dir, f"{objective}_nsnr2_{n_snr2:g}"))
+    return runs
+
+
+def noisy_digits(cfg: Settings, seed: int, log_dir: Path) -> dict:
+    """Digits 0 vs 1 (8x8 enlarged 4x: d = 1024) as the signal patch next to N(0, I) noise, n = 20."""
+    runs = []
+    for n_snr2 in cfg.digits_n_snr2:
+        for objective in ("diffusion", "classification"):
+            dm = NoisyImagePatchDataModule(n_train=cfg.digits_n, snr=math.sqrt(n_snr2 / cfg.digits_n),
+                                           upsample=cfg.digits_upsample, n_val=200, seed=seed, passes_per_epoch=100)
+            runs.append(_train(objective, dm, cfg, seed, log_dir, f"digits_{objective}_nsnr2_{n_snr2:g}"))
+    return {"setting": {"digits": [0, 1], "n": cfg.digits_n, "d": 1024, "sigma_xi": 1.0,
+                        "scaling": "all images times one factor so that rms ||image|| = snr sqrt(d)",
+                        "signal": "mean_j max_r <w_r, class-mean image j>", "noise": "mean_i max_r <w_r, xi_i>"},
+            "runs": runs}
+
+
+def _by(runs: list[dict], objective: str) -> dict[float, dict]:
+    return {round(r["n_snr2"], 6): r for r in runs if r["objective"] == objective}
+
+
+def checks(runs: list[dict]) -> dict:
+    """The note's §8.2 acceptance checks that apply at sigma_0 = 0.01 (its tolerances)."""
+    diff, clf = _by(runs, "diffusion"), _by(runs, "classification")
+    out: dict = {}
+    ratios = [diff[k]["ratio"] for k in sorted(diff)]
+    # AC-D1 is stated for the paper's 0.75 and 6.75; far above, the signal overlap saturates before GD time 0.3
+    linear = {k: r for k, r in diff.items() if k <= 6.75}
+    out["AC-D1_early_increment_ratio_within_25pct_of_theory"] = {
+        "values": {k: [r["early_increment_ratio"], r["increment_ratio_theory"]] for k, r in linear.items()},
+        "pass": all(abs(r["early_increment_ratio"] / r["increment_ratio_theory"] - 1) <= 0.25 for r in linear.values())}
+    out["AC-D2_diffusion_ratio_strictly_increasing"] = {
+        "values": ratios, "pass": all(b > a for a, b in zip(ratios, ratios[1:], strict=False))}
+    out["AC-D2_diffusion_both_features_learned"] = {
+        "values": {k: [r["signal"] / r["init_signal"], r["noise"] / r["init_noise"]] for k, r in diff.items()},
+        "pass": all(r["signal"] > 2 * r["init_signal"] and r["noise"] > 1.5 * r["init_noise"] for r in diff.values())}
+    if 0.75 in diff and 6.75 in diff:
+        lo, hi = diff[0.75]["ratio"], diff[6.75]["ratio"]
+        out["AC-D2_diffusion_ratio_in_band"] = {"values": [lo, hi], "pass": 0.4 <= lo <= 1.0 and 1.0 <= hi <= 2.0}
+        out["AC-D2_diffusion_ratio_6.75_over_0.75_in_[1.3,3]"] = {"values": hi / lo, "pass": 1.3 <= hi / lo <= 3}
+    if 0.75 in clf:
+        r = clf[0.75]
+        out["AC-C1_classifier_low_snr_ratio_le_0.08_acc_le_0.65"] = {
+            "values": [r["ratio"], r["test_accuracy"]], "pass": r["ratio"] <= 0.08 and r["test_accuracy"] <= 0.65}
+    if 6.75 in clf:
+        r = clf[6.75]
+        out["AC-C2_classifier_high_snr_ratio_ge_2.5_acc_ge_0.99"] = {
+            "values": [r["ratio"], r["test_accuracy"]], "pass": r["ratio"] >= 2.5 and r["test_accuracy"] >= 0.99}
+    if 0.75 in clf and 6.75 in clf and 0.75 in diff and 6.75 in diff:
+        c, d = clf[6.75]["ratio"] / clf[0.75]["ratio"], diff[6.75]["ratio"] / diff[0.75]["ratio"]
+        out["AC-X_contrast_classifier_ge_30_diffusion_le_3"] = {"values": [c, d], "pass": c >= 30 and d <= 3}
+    return out
+
+
+def plot(payload: dict, path: Path) -> None:
+    runs, digits = payload["runs"], payload["noisy_digits"]["runs"]
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8.5))
+    colors = {"diffusion": "C0", "classification": "C3"}
+    # (a) final ratio against n SNR^2, with the linear-phase theory n SNR^2 / 2 and the note's numbers
+    ax = axes[0, 0]
+    for objective, color in colors.items():
+        pts = sorted((r["n_snr2"], r["ratio"]) for r in runs if r["objective"] == objective)
+        ax.plot(*zip(*pts, strict=True), "o-", color=color, label=f"{objective} (final)")
+    xs = sorted({round(r["n_snr2"], 6) for r in runs})
+    ax.plot(xs, [x / 2 for x in xs], "k--", lw=1, label="n SNR^2 / 2 (diffusion linear phase)")
+    ax.plot(*zip(*sorted(NOTE_DIFFUSION_RATIO.items()), strict=True), "x", color="C0", label="note §8 diffusion")
+    ax.plot(*zip(*sorted(NOTE_CLASSIFICATION_RATIO.items()), strict=True), "x", color="C3", label="note §8 classifier")
+    early = sorted((r["n_snr2"], r["early_increment_ratio"]) for r in runs if r["objective"] == "diffusion")
+    ax.plot(*zip(*early, strict=True), "s:", color="C0", mfc="none", label="diffusion early increment ratio")
+    if payload["threshold"] is not None:
+        ax.axvline(payload["threshold"], color="C3", ls=":", lw=1)
+    ax.axhline(1, color="gray", lw=0.5)
+    ax.set(xscale="log", yscale="log", xlabel="n SNR^2", ylabel="signal / noise", title="signal / noise")
+    ax.legend(fontsize=7)
+    # (b) signal and noise against n SNR^2
+    ax = axes[0, 1]
+    for objective, color in colors.items():
+        pts = sorted((r["n_snr2"], r["signal"], r["noise"]) for r in runs if r["objective"] == objective)
+        x, s, n = zip(*pts, strict=True)
+        ax.plot(x, s, "o-", color=color, label=f"{objective} signal")
+        ax.plot(x, n, "v--", color=color, label=f"{objective} noise")
+    ax.set(xscale="log", yscale="log", xlabel="n SNR^2", title="final max_r <w_r, mu> and mean_i max_r <w_r, xi_i>")
+    ax.legend(fontsize=7)
+    # (c) Noisy digits: final ratios
+    ax = axes[0, 2]
+    for objective, color in colors.items():
+        pts = sorted((r["n_snr2"], r["ratio"]) for r in digits if r["objective"] == objective)
+        ax.plot(*zip(*pts, strict=True), "o-", color=color, label=objective)
+    ax.axhline(1, color="gray", lw=0.5)
+    ax.set(xscale="log", yscale="log", xlabel="n SNR^2", ylabel="signal / noise",
+           title="noisy digits (0 vs 1): signal / noise")
+    ax.legend(fontsize=7)
+    # (d-f) curves at the lowest and highest n SNR^2 of the paper's pair, and the digits' extremes
+    lo, hi = (0.75, 6.75) if {0.75, 6.75} <= set(xs) else (xs[0], xs[-1])
+    for ax, (title, source, value) in zip(axes[1], (("two-patch", runs, lo), ("two-patch", runs, hi),
+                                                    ("digits", digits, max(r["n_snr2"] for r in digits))), strict=True):
+        for r in source:
+            if abs(r["n_snr2"] - value) > 1e-6:
+                continue
+            c, color = r["curves"], colors[r["objective"]]
+            # steps scaled to the fraction of training so both objectives share an axis
+            t = [s / r["steps"] for s in c["step"]]
+            ax.plot(t, c["signal"], "-", color=color, label=f"{r['objective']} signal")
+            ax.plot(t, c["noise"], "--", color=color, label=f"{r['objective']} noise")
+        ax.set(xlabel="fraction of training", title=f"{title}, n SNR^2 = {value:g}")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
+    cfg = QUICK if quick else FULL
+    log_dir = Path(out) / "runs"
+    with _quiet_single_thread():
+        runs = synthetic(cfg, seed, log_dir)
+        digits = noisy_digits(cfg, seed, log_dir)
+    clf_points = sorted((r["n_snr2"], r["ratio"]) for r in runs if r["objective"] == "classification")
+    payload = {
+        "paper": "Han, Huang, Cao, Zou 2025, On the Feature Learning in Diffusion Models",
+        "quick": quick, "seed": seed, "device": "cpu",
+        "setting": {"n": cfg.n, "d": cfg.d, "sigma_xi": 1.0, "width": cfg.width, "init_std": cfg.init_std,
+                    "alpha_beta": [1 / math.sqrt(1 + cfg.sigma**2), cfg.sigma / math.sqrt(1 + cfg.sigma**2)],
+                    "diffusion": {"lr": cfg.diffusion_lr, "steps": cfg.diffusion_steps,
+                                  "loss": "exact E_eps 1/2 ||F(alpha x0 + beta eps) - eps||^2, full-batch GD"},
+                    "classification": {"lr": cfg.classification_lr, "steps": cfg.classification_steps,
+                                       "loss": "logistic on F_+1 - F_-1, clean inputs, full-batch GD"}},
+        "runs": runs,
+        "threshold": _crossing(clf_points),
+        "noisy_digits": digits,
+        "checks": checks(runs),
+        "note": {"diffusion_stationary_ratio": NOTE_DIFFUSION_RATIO,
+                 "classification_ratio_400_steps": NOTE_CLASSIFICATION_RATIO,
+                 "source": "shared/papers/han2024_feature_learning.md §8.1 (the note's own numpy simulation)"},
+    }
+    write_json(out / "feature_learning.json", payload)
+    payload = to_jsonable(payload)
+    plot(payload, out / "feature_learning.png")
+    return payload
