@@ -1,27 +1,29 @@
-"""Each diagnostic callback's cost at the cadence its config sets, as a fraction of training time.
+"""Each diagnostic callback's cost at its default cadence, as a fraction of training time.
 
-For every config, the same run is trained twice in this process, alternating: once as configured and
-once with its ``DiagnosticCallback``s removed (same seed, data, model and trainer otherwise). Printed
-per config: the fit times, their ratio, and per callback ``seconds_spent`` (time inside the callback,
-counted by the callback itself) over the training time of the run without callbacks. Target: each
-callback <= 10% of training time at its default cadence.
+The default experiment (``configs/default.yaml``: digits, MLP, 720 steps) is trained once with no
+diagnostic callback (the baseline) and once per callback, added with its default arguments (plus what
+digits needs: class labels by nearest training point for ``RegimesCallback``, two pixel directions for
+``FeatureLearningCallback``, which digits cannot provide). Everything else is identical: seed, data,
+model, EMA. Printed per callback: ``seconds_spent`` (time inside the callback, counted by the callback)
+over the baseline's fit time, and the ratio of fit times. Target: <= 10% each.
 
-    python benchmarks/callback_cost.py [--configs configs/default.yaml ...] [--max-steps N] [--repeats 1]
+    python benchmarks/callback_cost.py [--max-steps N] [--only GaussianStructureCallback ...]
 
-``--max-steps`` shortens the runs (the end-of-training measurement then weighs more than in a full run,
-so fractions come out pessimistic). Timings are only meaningful on an otherwise idle machine.
+Timings are only meaningful on an otherwise idle machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+import torch
+
+import callbacks
 from callbacks.base import DiagnosticCallback
 from diffuse_feat.cli import DiffuseFeatCLI
 
@@ -29,52 +31,46 @@ REPO = Path(__file__).resolve().parent.parent
 QUIET = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]
 
 
-def default_configs() -> list[Path]:
-    """Every config with a diagnostic callback that runs offline (the image configs need dataset files)."""
-    configs = sorted(p for p in (REPO / "configs").rglob("*.yaml") if p.parent.name != "images")
-    return [p for p in configs if "callbacks." in p.read_text()]
+def callbacks_at_default_cadence() -> dict[str, DiagnosticCallback]:
+    return {
+        "SampleGridCallback": callbacks.SampleGridCallback(),
+        "GaussianStructureCallback": callbacks.GaussianStructureCallback(),
+        "RegimesCallback": callbacks.RegimesCallback(labeler="nearest_train"),
+        "ForwardBackwardCallback": callbacks.ForwardBackwardCallback(),
+        "FeatureLearningCallback": callbacks.FeatureLearningCallback(directions=torch.eye(2, 64).tolist()),
+    }
 
 
-def fit_once(config: Path, keep_diagnostics: bool, max_steps: int | None) -> tuple[float, dict[str, float]]:
-    args = ["--config", str(config), *QUIET]
+def fit_seconds(extra: DiagnosticCallback | None, max_steps: int | None) -> float:
+    args = ["--config", str(REPO / "configs/default.yaml"), *QUIET]
     if max_steps:
         args.append(f"--trainer.max_steps={max_steps}")
     cli = DiffuseFeatCLI(args=args, run=False)
-    if not keep_diagnostics:
-        cli.trainer.callbacks = [cb for cb in cli.trainer.callbacks if not isinstance(cb, DiagnosticCallback)]
+    others = [cb for cb in cli.trainer.callbacks if not isinstance(cb, DiagnosticCallback)]
+    cli.trainer.callbacks = others + ([extra] if extra is not None else [])
     start = time.perf_counter()
     cli.trainer.fit(cli.model, cli.datamodule)
-    seconds = time.perf_counter() - start
-    spent = {cb.name: cb.seconds_spent for cb in cli.trainer.callbacks if isinstance(cb, DiagnosticCallback)}
-    return seconds, spent
+    return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", type=Path, default=None)
-    parser.add_argument("--max-steps", type=int, default=None, help="cap each run (default: the config's length)")
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--max-steps", type=int, default=None, help="cap the runs (default: the config's 720 steps)")
+    parser.add_argument("--only", nargs="+", default=None, help="callback class names to measure")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
-    configs = args.configs or default_configs()
-    load = os.getloadavg()[0]
-    print(f"load average {load:.1f} at start; {args.repeats} repeat(s); median fit times")
+    chosen = callbacks_at_default_cadence()
+    if args.only:
+        chosen = {name: cb for name, cb in chosen.items() if name in args.only}
+    print(f"load average {os.getloadavg()[0]:.1f}; torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as scratch:
-        os.chdir(scratch)  # runs/ and checkpoints of these runs are thrown away
-        for config in configs:
-            with_cb, without_cb, spent_runs = [], [], []
-            for _ in range(args.repeats):
-                seconds, spent = fit_once(config, True, args.max_steps)
-                with_cb.append(seconds)
-                spent_runs.append(spent)
-                without_cb.append(fit_once(config, False, args.max_steps)[0])
-            train = statistics.median(without_cb)
-            name = config.relative_to(REPO / "configs") if config.is_relative_to(REPO / "configs") else config
-            print(f"\n{name}: fit {statistics.median(with_cb):.1f} s with diagnostics, {train:.1f} s without "
-                  f"(ratio {statistics.median(with_cb) / train:.3f})")
-            for cb_name in spent_runs[0]:
-                seconds = statistics.median(run[cb_name] for run in spent_runs)
-                print(f"  {cb_name:<34} {seconds:7.2f} s = {100 * seconds / train:5.1f}% of training time")
+        os.chdir(scratch)  # the runs' folders and checkpoints are thrown away
+        baseline = fit_seconds(None, args.max_steps)
+        print(f"baseline (no diagnostics): {baseline:.1f} s")
+        for name, cb in chosen.items():
+            seconds = fit_seconds(cb, args.max_steps)
+            print(f"  {name:<28} every {cb.every_n_steps:>4} steps: {cb.seconds_spent:6.2f} s inside "
+                  f"= {100 * cb.seconds_spent / baseline:5.1f}% of training time; fit ratio {seconds / baseline:.3f}")
 
 
 if __name__ == "__main__":
