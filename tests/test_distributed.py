@@ -4,6 +4,7 @@ and those values equal a single-process measurement on the same weights."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +15,13 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from callbacks import SampleGridCallback
+from callbacks import (
+    FeatureLearningCallback,
+    ForwardBackwardCallback,
+    GaussianStructureCallback,
+    RegimesCallback,
+    SampleGridCallback,
+)
 from diffuse_feat.data import DigitsDataModule
 from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reporting import read_jsonl
@@ -24,11 +31,24 @@ REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
 
 
+GAUSSIAN_STRUCTURE = {"every_n_steps": 3, "num_pairs": 8, "num_sigmas": 6, "jacobian_sigmas": [1.0],
+                      "jacobian_points": 1, "num_samples": 4, "sample_steps": 4}
+REGIMES = {"every_n_steps": 3, "num_pairs": 8, "clone_times": [0.2, 0.6, 1.2], "t_max": 2.0, "step": 0.25,
+           "num_geometric": 6, "reference_samples": 100, "labeler": "nearest_train"}
+FORWARD_BACKWARD = {"every_n_steps": 3, "sigmas": [0.1, 1.0], "num_probes": 8, "num_steps": 4}
+FEATURE_LEARNING = {"every_n_steps": 3, "histograms": False, "directions": torch.eye(2, 64).tolist()}
+
+
 def _diagnostic_callbacks() -> list:
     """The diagnostic callbacks under test: (YAML class_path, init_args, factory for the single-process check)."""
     return [
         ("callbacks.SampleGridCallback", {"every_n_steps": 3, "num_samples": 8, "num_steps": 4},
          lambda: SampleGridCallback(every_n_steps=3, num_samples=8, num_steps=4)),
+        ("callbacks.GaussianStructureCallback", GAUSSIAN_STRUCTURE,
+         lambda: GaussianStructureCallback(**GAUSSIAN_STRUCTURE)),
+        ("callbacks.RegimesCallback", REGIMES, lambda: RegimesCallback(**REGIMES)),
+        ("callbacks.ForwardBackwardCallback", FORWARD_BACKWARD, lambda: ForwardBackwardCallback(**FORWARD_BACKWARD)),
+        ("callbacks.FeatureLearningCallback", FEATURE_LEARNING, lambda: FeatureLearningCallback(**FEATURE_LEARNING)),
     ]
 
 
@@ -52,7 +72,7 @@ def test_ddp_diagnostics_agree_across_ranks_and_with_single_process(tmp_path):
             "--trainer.callbacks.decay=0.9"]
     for class_path, init_args, _ in cbs:
         args.append(f"--trainer.callbacks+={class_path}")
-        args += [f"--trainer.callbacks.{k}={v}" for k, v in init_args.items()]
+        args += [f"--trainer.callbacks.{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in init_args.items()]
     args += ["--trainer.callbacks+=tests.helpers.RanksAgree", f"--trainer.callbacks.path={tmp_path / 'agree.json'}"]
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -74,8 +94,11 @@ def test_ddp_diagnostics_agree_across_ranks_and_with_single_process(tmp_path):
     probe = _MeasureOnce(single)
     dm = DigitsDataModule(n_train=256, batch_size=32)
     pl.Trainer(accelerator="cpu", devices=1, logger=False, callbacks=[probe], enable_progress_bar=False,
+               default_root_dir=tmp_path,
                enable_model_summary=False, limit_val_batches=1).validate(model, datamodule=dm)
     for name, values in probe.values.items():
         for key, value in values.items():
-            if isinstance(value, float):
+            if isinstance(value, float) and math.isnan(value):  # diagnostics.jsonl is strict JSON: NaN -> null
+                assert ddp_values[name][key] is None, (name, key)
+            elif isinstance(value, float):
                 assert ddp_values[name][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)

@@ -22,12 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="name", required=True, metavar="<name>")
     for name in EXPERIMENTS:
-        try:
-            module = _load(name)
-        except ModuleNotFoundError as err:  # an experiment not written yet must not break the others
-            if err.name != f"diffuse_feat.reproduce.{name}":
-                raise
-            continue
+        module = _load(name)
         p = sub.add_parser(name, help=module.DESCRIPTION, description=module.DESCRIPTION)
         p.add_argument("--out", type=Path, default=Path("out") / name, help="output folder (default: out/<name>)")
         p.add_argument("--quick", action="store_true", help="a smaller version that finishes in CPU minutes")
