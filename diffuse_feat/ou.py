@@ -26,7 +26,7 @@ from torch import Tensor
 
 from .denoisers.base import Denoiser
 from .process import OrnsteinUhlenbeck, as_sigma
-from .samplers import SeededNoise
+from .samplers import NoiseSource, SeededNoise, noise_like
 
 __all__ = [
     "OU",
@@ -48,7 +48,6 @@ OU = OrnsteinUhlenbeck()
 
 #: ``hook(i, x, t, denoised)`` at every grid time ``t_i`` (the last one included); ``denoised = E[a | x(t_i)]``
 OUStepHook = Callable[[int, Tensor, float, Tensor], None]
-NoiseSource = SeededNoise | torch.Generator | None
 Method = Literal["sde", "ode"]
 
 
@@ -131,14 +130,6 @@ def merge_times(grid: Tensor, times: Sequence[float] | Tensor, atol: float = 1e-
     return merged[keep]
 
 
-def _randn_like(x: Tensor, noise: NoiseSource) -> Tensor:
-    if isinstance(noise, SeededNoise):
-        return noise.randn_like(x)
-    if isinstance(noise, torch.Generator) and noise.device != x.device:
-        return torch.randn(x.shape, generator=noise, dtype=x.dtype).to(x.device)
-    return torch.randn(x.shape, generator=noise, device=x.device, dtype=x.dtype)
-
-
 def ou_step(x: Tensor, denoised: Tensor, t: float, t_next: float, method: Method = "sde",
             noise: NoiseSource = None) -> Tensor:
     """One backward step from ``t`` to ``t_next < t`` given ``denoised = E[a | x(t)]`` (see the module docstring)."""
@@ -149,7 +140,7 @@ def ou_step(x: Tensor, denoised: Tensor, t: float, t_next: float, method: Method
     # x + eta x + drift (e^{-t} D - x) / Delta, as one linear combination (fewer passes over the batch)
     out = x.mul(1 + eta - drift / delta).add_(denoised, alpha=drift * math.exp(-t) / delta)
     if method == "sde":
-        out.add_(_randn_like(x, noise), alpha=math.sqrt(2 * eta))
+        out.add_(noise_like(x, noise), alpha=math.sqrt(2 * eta))
     return out
 
 

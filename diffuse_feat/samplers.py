@@ -23,6 +23,7 @@ from .denoisers.base import Denoiser
 from .process import as_sigma, edm_sigma_grid
 
 __all__ = [
+    "noise_like",
     "SeededNoise",
     "StepHook",
     "sample_euler",
@@ -66,7 +67,8 @@ class SeededNoise:
 NoiseSource = SeededNoise | torch.Generator | None
 
 
-def _randn_like(x: Tensor, noise: NoiseSource) -> Tensor:
+def noise_like(x: Tensor, noise: NoiseSource) -> Tensor:
+    """Standard normal noise shaped like ``x`` from ``noise``: per-sample seeds, a generator, or the global RNG."""
     if isinstance(noise, SeededNoise):
         return noise.randn_like(x)
     if isinstance(noise, torch.Generator) and noise.device != x.device:
@@ -147,7 +149,7 @@ def sample_stochastic(
         s_down = (s_next**2 - var_up) ** 0.5
         x = x + (s_down - s) * (x - denoised) / s
         if var_up > 0:
-            x = x + var_up**0.5 * _randn_like(x, noise)
+            x = x + var_up**0.5 * noise_like(x, noise)
     return x
 
 
@@ -212,7 +214,7 @@ def forward_backward(
     sigma = float(as_sigma(sigma, 1)[0])
     if sigma == 0:
         return x0.clone()
-    x = x0 + sigma * _randn_like(x0, noise)
+    x = x0 + sigma * noise_like(x0, noise)
     if sigma <= sigma_min:
         sigmas = torch.tensor([sigma, 0.0], dtype=torch.float64)
     else:

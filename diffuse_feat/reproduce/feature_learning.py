@@ -21,11 +21,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +36,7 @@ from ..modules import ClassificationModule
 from ..modules.patch_diffusion import PatchDiffusionModule
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
-from .common import make_trainer, write_json
+from .common import make_trainer, quiet, write_json
 
 DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
 
@@ -78,24 +75,6 @@ FULL = Settings(n_snr2=(0.083, 0.25, 0.75, 2.25, 6.75, 20.25, 60.75), n=30, d=10
                 sigma=4 / 3, diffusion_lr=2e-3, diffusion_steps=8000, diffusion_every=50, classification_lr=0.1,
                 classification_steps=1000, classification_every=10, n_test=2000, digits_n=20, digits_upsample=4,
                 digits_n_snr2=(0.25, 0.75, 2.25, 6.75))
-
-
-@contextlib.contextmanager
-def _quiet_single_thread():
-    """Lightning's banners and known warnings off, and one intra-op thread: the matrices are tiny, so a
-    second thread only adds synchronisation (which dominates by far on a loaded machine)."""
-    logger = logging.getLogger("lightning.pytorch")
-    level, threads = logger.level, torch.get_num_threads()
-    logger.setLevel(logging.ERROR)
-    torch.set_num_threads(1)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="lightning")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            yield
-    finally:
-        logger.setLevel(level)
-        torch.set_num_threads(threads)
 
 
 def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, log_dir: Path, name: str) -> dict:
@@ -267,7 +246,7 @@ def plot(payload: dict, path: Path) -> None:
 def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     cfg = QUICK if quick else FULL
     log_dir = Path(out) / "runs"
-    with _quiet_single_thread():
+    with quiet(threads=1):
         runs = synthetic(cfg, seed, log_dir)
         digits = noisy_digits(cfg, seed, log_dir)
     clf_points = sorted((r["n_snr2"], r["ratio"]) for r in runs if r["objective"] == "classification")

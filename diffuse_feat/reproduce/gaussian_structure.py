@@ -19,11 +19,8 @@ training points; its record says ``probes_held_out: false``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import math
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from diffuse_feat.data.digits import DigitsDataModule
 from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.plotting import plt, save_figure
 
-from .common import make_trainer, pick_device, write_json
+from .common import make_trainer, pick_device, quiet, write_json
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "FULL_SIZES", "QUICK_SIZES", "HELD_OUT"]
 
@@ -122,33 +119,6 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
     return probe.history[-1], probe
 
 
-@contextlib.contextmanager
-def quiet_lightning():
-    """Silence Lightning's per-fit banners (devices, tips, "fit stopped") and known harmless warnings."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            for pattern in (".*LeafSpec.*", ".*torch.jit.script.*", ".*no held-out points.*", ".*num_workers.*"):
-                warnings.filterwarnings("ignore", message=pattern)
-            yield
-    finally:
-        logger.setLevel(level)
-
-
-@contextlib.contextmanager
-def torch_threads(num: int):
-    """Run with ``num`` intra-op CPU threads. The MLP on 64 pixels gains little from a second thread, and
-    on a shared CPU oversubscribed threads stall each other (measured: 3.3 s vs 0.18 s per step at load 12)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(max(1, num))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def _is_monotone(values: list[float], increasing: bool, tol: float = 0.0) -> bool:
     pairs = zip(values, values[1:], strict=False)
     return all((b >= a - tol) if increasing else (b <= a + tol) for a, b in pairs)
@@ -162,7 +132,7 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     num_samples = 64 if quick else 100
     runs, figures = [], {}
     for n in sorted(sizes):
-        with quiet_lightning(), torch_threads(getattr(args, "threads", 1)):
+        with quiet(threads=getattr(args, "threads", 1), ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
             record, probe = train_and_measure(n, steps, seed, device, width, depth, num_samples, out / "runs")
         runs.append({"n_train": n, "probes_held_out": bool(record["probes_held_out"]),
                      **{k: record[k] for k in SUMMARY_KEYS if k in record},

@@ -16,11 +16,8 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,7 +44,7 @@ from ..preconditioning import EDMPreconditioning
 from ..reporting import to_jsonable
 from ..samplers import SeededNoise
 from ..sigma_sampling import LogUniformSigma
-from .common import make_trainer, pick_device, write_json
+from .common import make_trainer, pick_device, quiet, write_json
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
 
@@ -79,23 +76,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device for training (default: cuda if available)")
 
 
-@contextlib.contextmanager
-def _quiet():
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="lightning")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            yield
-    finally:
-        logger.setLevel(level)
-
-
 def _train(module, dm, steps: int, device: torch.device):
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    with _quiet():
+    with quiet():
         trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1,
                                check_val_every_n_epoch=None)
         trainer.fit(module, datamodule=dm)

@@ -18,11 +18,8 @@ that the measurement should be compared with.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
-import logging
 import math
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +49,7 @@ from ..ou import ou_time_grid
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogUniformSigma
-from .common import make_trainer, pick_device, write_json
+from .common import make_trainer, pick_device, quiet, write_json
 
 DESCRIPTION = "Biroli et al. 2024: speciation (cloning phi, t_S) and collapse (t_C) on Gaussian mixtures and digits"
 
@@ -113,21 +110,6 @@ SPECIATION_DIM = 256
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
-
-
-@contextlib.contextmanager
-def _quiet():
-    """Lightning's banners and known warnings off while the reproduction trains its models."""
-    logger = logging.getLogger("lightning.pytorch")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", module="lightning")
-            warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 # ----- speciation: Gaussian mixture, population score ------------------------------------------------
@@ -207,7 +189,7 @@ def collapse(cfg: Settings, seed: int, device: torch.device) -> dict:
 # ----- digits: trained diffusion model and classifier -------------------------------------------------
 def _train(module, dm, steps: int, device: torch.device):
     accelerator = "gpu" if device.type == "cuda" else "cpu"
-    with _quiet():
+    with quiet():
         trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1)
         trainer.fit(module, datamodule=dm)
     return module.to(device).eval()
