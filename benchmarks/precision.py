@@ -16,7 +16,6 @@ import argparse
 import functools
 import statistics
 import time
-import warnings
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -26,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from diffuse_feat.backbones import UNet
 from diffuse_feat.modules import DiffusionModule
+from diffuse_feat.reproduce.common import quiet
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = [REPO / "configs/images/mnist_unet.yaml", REPO / "configs/images/cifar10_unet.yaml"]
@@ -79,16 +79,16 @@ def main() -> None:
     if args.device == "cuda" and not torch.cuda.is_available():
         print("no CUDA GPU on this machine: nothing to measure (use --device cpu for a smoke test)")
         return
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
     where = torch.cuda.get_device_name() if args.device == "cuda" else "cpu"
     print(f"device: {where}; torch {torch.__version__}; {args.steps} timed steps, median of {args.repeats}")
     print(f"{'config':<22}{'fp32 img/s':>12}{'bf16 img/s':>12}{'bf16/fp32':>11}")
     for path in args.configs:
         config = yaml.safe_load(path.read_text())
         runs: dict[str, list[float]] = {"32-true": [], "bf16-mixed": []}
-        for _ in range(args.repeats):
-            for precision in runs:  # alternate, so drifts (clocks, other jobs) hit both alike
-                runs[precision].append(images_per_second(config, precision, args.steps, args.warmup, args.device))
+        with quiet(ignore=(".*validation_step.*",)):
+            for _ in range(args.repeats):
+                for precision in runs:  # alternate, so drifts (clocks, other jobs) hit both alike
+                    runs[precision].append(images_per_second(config, precision, args.steps, args.warmup, args.device))
         fp32, bf16 = (statistics.median(runs[p]) for p in ("32-true", "bf16-mixed"))
         print(f"{path.stem:<22}{fp32:>12.0f}{bf16:>12.0f}{bf16 / fp32:>11.2f}")
 
