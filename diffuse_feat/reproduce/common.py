@@ -17,7 +17,7 @@ import torch
 from ..cli import auto_precision
 from ..reporting import to_jsonable
 
-__all__ = ["make_trainer", "write_json", "pick_device", "quiet"]
+__all__ = ["make_trainer", "fit_quietly", "write_json", "pick_device", "quiet"]
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -78,6 +78,18 @@ def make_trainer(
         check_val_every_n_epoch=check_val_every_n_epoch,
         **kwargs,
     )
+
+
+def fit_quietly(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, device: torch.device,
+                **trainer_kwargs: Any) -> pl.LightningModule:
+    """Train ``module`` for ``steps`` optimizer steps on one ``device`` without validation or console noise;
+    returns it on ``device`` in eval mode."""
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    with quiet():
+        trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1,
+                               **trainer_kwargs)
+        trainer.fit(module, datamodule=datamodule)
+    return module.to(device).eval()
 
 
 def write_json(path: str | os.PathLike, payload: dict) -> Path:

@@ -44,7 +44,7 @@ from ..preconditioning import EDMPreconditioning
 from ..reporting import to_jsonable
 from ..samplers import SeededNoise
 from ..sigma_sampling import LogUniformSigma
-from .common import make_trainer, pick_device, quiet, write_json
+from .common import fit_quietly, pick_device, write_json
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
 
@@ -74,15 +74,6 @@ DIGIT_SIGMAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device for training (default: cuda if available)")
-
-
-def _train(module, dm, steps: int, device: torch.device):
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    with quiet():
-        trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1,
-                               check_val_every_n_epoch=None)
-        trainer.fit(module, datamodule=dm)
-    return module.to(device).eval()
 
 
 # ----- exact BP on the big RHM ---------------------------------------------------------------------------------------
@@ -115,7 +106,7 @@ def learned(cfg: Settings, seed: int, device: torch.device) -> dict:
     model = DiffusionModule(functools.partial(MLP, width=cfg.rhm_width, depth=3), data_shape=dm.data_shape,
                             num_classes=dm.num_classes, preconditioning=EDMPreconditioning(dm.data_std),
                             lr=1e-3, lr_warmup_steps=100, seed=seed)
-    model = _train(model, dm, cfg.rhm_steps, device)
+    model = fit_quietly(model, dm, cfg.rhm_steps, device, check_val_every_n_epoch=None)
     x0, trees = dm.val_tensor(), dm.val_trees()
     seeds = list(range(seed, seed + x0.shape[0]))
     with torch.no_grad():
@@ -134,10 +125,10 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
     diffusion = DiffusionModule(functools.partial(MLP, width=256, depth=3), data_shape=dm.data_shape,
                                 lr=2e-3, lr_warmup_steps=100, seed=seed)
-    diffusion = _train(diffusion, dm, cfg.digits_steps, device)
+    diffusion = fit_quietly(diffusion, dm, cfg.digits_steps, device, check_val_every_n_epoch=None)
     classifier = ClassificationModule(functools.partial(MLP, width=128, depth=3), data_shape=dm.data_shape,
                                       num_classes=10, sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
-    classifier = _train(classifier, dm, cfg.classifier_steps, device)
+    classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device, check_val_every_n_epoch=None)
     x0 = dm.val_tensor().to(device)
     with torch.no_grad():
         accuracy = float((classifier(x0, 0.0).argmax(1).cpu() == dm.val_labels()).double().mean())

@@ -49,7 +49,7 @@ from ..ou import ou_time_grid
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogUniformSigma
-from .common import make_trainer, pick_device, quiet, write_json
+from .common import fit_quietly, pick_device, write_json
 
 DESCRIPTION = "Biroli et al. 2024: speciation (cloning phi, t_S) and collapse (t_C) on Gaussian mixtures and digits"
 
@@ -187,14 +187,6 @@ def collapse(cfg: Settings, seed: int, device: torch.device) -> dict:
 
 
 # ----- digits: trained diffusion model and classifier -------------------------------------------------
-def _train(module, dm, steps: int, device: torch.device):
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
-    with quiet():
-        trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1)
-        trainer.fit(module, datamodule=dm)
-    return module.to(device).eval()
-
-
 @torch.no_grad()
 def _accuracy(classifier: ClassificationModule, x: torch.Tensor, y: torch.Tensor, device) -> float:
     return float((classifier(x.to(device), 0.0).argmax(1).cpu() == y).double().mean())
@@ -208,10 +200,10 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     torch.manual_seed(seed)
     diffusion = DiffusionModule(functools.partial(MLP, width=cfg.diffusion_width, depth=cfg.diffusion_depth),
                                 data_shape=dm.data_shape, lr=2e-3, lr_warmup_steps=100, seed=seed)
-    diffusion = _train(diffusion, dm, cfg.diffusion_steps, device)
+    diffusion = fit_quietly(diffusion, dm, cfg.diffusion_steps, device)
     classifier = ClassificationModule(functools.partial(MLP, width=128, depth=2), data_shape=dm.data_shape,
                                       num_classes=2, sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
-    classifier = _train(classifier, dm, cfg.classifier_steps, device)
+    classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device)
     eigenvalues = dm.covariance_eigh()[0]
     t_s = float(speciation_time(eigenvalues[0]))
     grid = ou_time_grid(5.0, 1e-3, cfg.digit_step, 1.0, cfg.digit_geometric)  # T ~ the paper's DDPM horizon 5.06
