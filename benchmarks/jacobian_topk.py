@@ -1,4 +1,4 @@
-"""Top-k Jacobian spectrum by randomized subspace iteration vs the full Jacobian (torch.func.jacrev) at d = 784.
+"""Top-k Jacobian spectrum by randomized block Krylov iteration vs the full Jacobian (torch.func.jacrev) at d = 784.
 
 The denoiser is a DiffusionModule (EDM preconditioning) around a small MLP or U-Net on 1x28x28 inputs,
 first trained for ``--train-steps`` steps on a rank-``--rank`` Gaussian "image" distribution so that its
@@ -80,8 +80,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backbone", choices=["mlp", "unet"], default="unet")
     parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--oversample", type=int, default=5)
-    parser.add_argument("--num-iters", type=int, default=2)
+    parser.add_argument("--oversample", type=int, default=4)
+    parser.add_argument("--num-iters", type=int, default=8)
+    parser.add_argument("--tol", type=float, default=1e-2, help="early stop (jacobian_top_singular's tol); <= 0: never")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[0.5, 2.0, 10.0])
     parser.add_argument("--train-steps", type=int, default=200)
     parser.add_argument("--rank", type=int, default=32)
@@ -93,10 +94,11 @@ def main() -> None:
     train(model, args.train_steps, args.rank, args.device)
     x0 = low_rank_images(1, args.rank, seed=1)[0].to(args.device)
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(2)).to(args.device)
-    probes = (args.k + args.oversample) * (2 * args.num_iters + 2)
+    probes = (args.k + args.oversample) * (2 * args.num_iters + 1)
     print(f"backbone={args.backbone} d=784 k={args.k} oversample={args.oversample} num_iters={args.num_iters} "
-          f"({probes} JVP/VJP probe products vs 784 backward passes) train_steps={args.train_steps} "
-          f"device={args.device} threads={torch.get_num_threads()} repeats={args.repeats}")
+          f"(at most {probes} JVP/VJP probe products vs 784 backward passes, tol={args.tol:g}) "
+          f"train_steps={args.train_steps} device={args.device} threads={torch.get_num_threads()} "
+          f"repeats={args.repeats}")
     print(f"{'sigma':>6} {'full jacrev+svd (s)':>20} {'top-k (s)':>10} {'speed-up':>9} {'max rel err':>12}  top-k")
     ratios, errors = [], []
     for sigma in args.sigmas:
@@ -107,7 +109,8 @@ def main() -> None:
         exact = full_s[: args.k].double().cpu()
         t_topk, (_, approx, _) = timed(
             lambda x=x, s=sigma: jacobian_top_singular(model, x, s, args.k, oversample=args.oversample,
-                                                       num_iters=args.num_iters, method="randomized"),
+                                                       num_iters=args.num_iters, tol=args.tol if args.tol > 0 else None,
+                                                       method="randomized"),
             args.repeats, args.device)
         err = float(((approx.double().cpu() - exact).abs() / exact).max())
         ratios.append(t_full / t_topk)

@@ -214,6 +214,35 @@ def test_randomized_top_k_on_a_nonsymmetric_nonlinear_jacobian():
     assert torch.allclose(s, exact[:4], rtol=1e-3)
 
 
+def _linear_denoiser(singular_values: torch.Tensor, seed: int = 0):
+    """``D(x) = A x`` with ``A = U diag(s) V^T`` for random orthogonal ``U, V``: its Jacobian is ``A`` everywhere."""
+    d = singular_values.numel()
+    g = torch.Generator().manual_seed(seed)
+    u, v = (torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64)).Q for _ in range(2))
+    a = ((u * singular_values) @ v.T).float()
+    return lambda x, sigma: x @ a.T
+
+
+@pytest.mark.parametrize("tol", [1e-2, None])
+def test_block_krylov_defaults_resolve_a_flat_top_spectrum(tol):
+    # s_i = 0.98^i: neighbouring values 2% apart, the flat top of a learned denoiser's Jacobian at d = 784
+    # (benchmarks/jacobian_topk.py); subspace iteration with as many products (~100) is off by 2-5%
+    s = 0.98 ** torch.arange(784, dtype=torch.float64)
+    den = _linear_denoiser(s)
+    _, top, _ = jacobian_top_singular(den, torch.randn(784), 1.0, k=5, tol=tol, method="randomized")
+    rel = ((top.double() - s[:5]) / s[:5]).abs().max()
+    assert float(rel) < (1e-2 if tol else 2e-3)
+
+
+def test_randomized_top_k_of_a_low_rank_jacobian_is_exact_and_orthonormal():
+    # rank 3 < k = 5: the Krylov space runs out of directions and is extended by random ones
+    s = torch.cat([torch.tensor([3.0, 2.0, 1.0], dtype=torch.float64), torch.zeros(97, dtype=torch.float64)])
+    u, top, v = jacobian_top_singular(_linear_denoiser(s), torch.randn(100), 1.0, k=5, method="randomized")
+    assert torch.allclose(top, torch.tensor([3.0, 2.0, 1.0, 0.0, 0.0]), atol=1e-5)
+    assert torch.allclose(u.T @ u, torch.eye(5), atol=1e-5)
+    assert torch.allclose(v[:, :3].T @ v[:, :3], torch.eye(3), atol=1e-5)
+
+
 def test_jacobian_distance_to_gaussian_is_zero_for_itself_and_the_frobenius_ratio_otherwise():
     den = decaying_gaussian(d=20, mean_scale=0.3)
     x = _sample(den, 1, seed=15)[0]
