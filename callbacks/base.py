@@ -92,6 +92,9 @@ class DiagnosticCallback(Callback):
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Measure now, log, and append to ``history``."""
         start = time.perf_counter()
+        check = getattr(pl_module, "raise_if_nonfinite", None)
+        if check is not None:  # a NaN loss stops the run here rather than producing NaN diagnostics
+            check()
         model = model_for_diagnostics(trainer, pl_module, self.use_ema)
         with diagnostic_mode(model, grad=self.needs_grad):
             values = self.measure(trainer, pl_module, model)

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from callbacks.base import DiagnosticCallback
+from diffuse_feat.backbones import MLP
 from diffuse_feat.cli import DiffuseFeatCLI, main
+from diffuse_feat.data import DigitsDataModule
+from diffuse_feat.errors import NonFiniteLossError
+from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reporting import read_jsonl
 
 from .fake_images import write_fake_cifar10, write_fake_mnist
@@ -111,6 +119,41 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     assert err.startswith("error: DiffusionModule: the training loss became nan at step 4")
     assert "model.init_args.lr" in err
     assert last.read_bytes() == before
+
+
+class LossTurnsNaN(DiffusionModule):
+    """Its loss is NaN at step 2 only (the weights then turn NaN too, as after a real divergence)."""
+
+    def compute_loss(self, batch, batch_idx):
+        loss = super().compute_loss(batch, batch_idx)
+        return loss * torch.nan if self.global_step == 2 else loss
+
+
+class ParameterNorm(DiagnosticCallback):
+    def measure(self, trainer, pl_module, model):
+        return {"norm": float(torch.cat([p.flatten() for p in model.parameters()]).norm())}
+
+
+@pytest.mark.parametrize("guard", ["logging step", "diagnostic", "checkpoint"])
+def test_nan_loss_found_between_logging_steps_names_its_step_before_anything_stores_it(tmp_path, guard):
+    # each step keeps the flag on the device (no sync); it is read on logging steps (every 5th here: steps
+    # 4, 9, ...), and first by a diagnostic or a checkpoint that falls due earlier (step 3)
+    dm = DigitsDataModule(n_train=256, batch_size=64, n_val=0)
+    model = LossTurnsNaN(functools.partial(MLP, width=32, depth=1), data_shape=dm.data_shape)
+    ckpt_dir = tmp_path / "ckpt"
+    callbacks = {"logging step": [],
+                 "diagnostic": [ParameterNorm(every_n_steps=3, at_train_end=False)],
+                 "checkpoint": [ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=3, save_top_k=-1)]}[guard]
+    trainer = pl.Trainer(max_steps=20, log_every_n_steps=5, logger=False, enable_checkpointing=guard == "checkpoint",
+                         callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path)
+    with pytest.raises(NonFiniteLossError, match="the training loss became nan at step 2;"):
+        trainer.fit(model, dm)
+    assert trainer.global_step == (4 if guard == "logging step" else 3)
+    if guard == "diagnostic":
+        assert callbacks[0].history == []  # it never measured the NaN weights
+    if guard == "checkpoint":
+        assert not (ckpt_dir.exists() and any(ckpt_dir.iterdir()))
 
 
 def test_unknown_config_key_is_named(capsys):

@@ -3,8 +3,9 @@
 Subclasses say what output the backbone must produce (:meth:`backbone_output_shape`) and how a
 batch becomes a loss (:meth:`compute_loss`). This class builds the backbone from the data shape
 that the CLI links in, stops on a non-finite loss with one clear sentence (before any checkpoint
-could store it), and owns a seeded ``torch.Generator`` for the training noise whose state is saved
-in checkpoints, so a resumed run draws exactly the noise an uninterrupted run would.
+could store it or any diagnostic measure it), and owns a seeded ``torch.Generator`` for the training
+noise whose state is saved in checkpoints, so a resumed run draws exactly the noise an uninterrupted
+run would.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class BackboneModule(pl.LightningModule):
         self._compiled_backbone = None
         self._noise_generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
+        self._first_nonfinite: tuple[Tensor, Tensor] | None = None  # (step, loss) on the device; step -1: none
 
     # ----- hooks for subclasses -----------------------------------------------------------------
     def backbone_output_shape(self) -> tuple[int, ...]:
@@ -131,13 +133,46 @@ class BackboneModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         loss = self.compute_loss(batch, batch_idx)
-        if not bool(torch.isfinite(loss)):
+        self._note_nonfinite(loss)
+        if self.log_this_step():
+            self.raise_if_nonfinite()
+        return loss
+
+    def _note_nonfinite(self, loss: Tensor) -> None:
+        """Remember the first step whose loss is NaN/inf, on the loss's device.
+
+        No host-device sync: a ``bool(...)`` every step would stall a GPU's launch queue every step. The
+        check itself (:meth:`raise_if_nonfinite`) runs on logging steps, at epoch end, before a checkpoint
+        is written and before a diagnostic callback measures.
+        """
+        loss = loss.detach().float()
+        if self._first_nonfinite is None or self._first_nonfinite[0].device != loss.device:
+            self._first_nonfinite = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
+        step, value = self._first_nonfinite
+        first = ~torch.isfinite(loss) & (step < 0)
+        self._first_nonfinite = (torch.where(first, torch.full_like(step, self.global_step), step),
+                                 torch.where(first, loss, value))
+
+    def raise_if_nonfinite(self) -> None:
+        """Raise :class:`NonFiniteLossError` if a training loss of this run was NaN/inf (one host-device sync)."""
+        if self._first_nonfinite is None:
+            return
+        step, value = (t.item() for t in self._first_nonfinite)
+        if step >= 0:
             raise NonFiniteLossError(
-                f"{type(self).__name__}: the training loss became {float(loss)} at step {self.global_step}; "
+                f"{type(self).__name__}: the training loss became {value} at step {int(step)}; "
                 f"no checkpoint was written from this state. Lower model.init_args.lr (now {self.lr}) "
                 "or check the data for NaN/inf values."
             )
-        return loss
+
+    def on_train_start(self) -> None:
+        self._first_nonfinite = None
+
+    def on_train_epoch_end(self) -> None:
+        self.raise_if_nonfinite()
+
+    def on_train_end(self) -> None:
+        self.raise_if_nonfinite()
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(self.parameters(), lr=self.lr)
@@ -148,6 +183,7 @@ class BackboneModule(pl.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        self.raise_if_nonfinite()  # Lightning writes the file after this hook: a NaN state is never saved
         checkpoint["noise_generator_state"] = self.noise_generator.get_state()
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:

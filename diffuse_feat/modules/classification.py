@@ -93,6 +93,7 @@ class ClassificationModule(BackboneModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         self.log("train/acc", self.train_accuracy.compute(), on_step=False, on_epoch=True)
         self.train_accuracy.reset()
 

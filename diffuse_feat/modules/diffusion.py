@@ -99,6 +99,7 @@ class DiffusionModule(BackboneModule):
         return loss
 
     def on_train_epoch_end(self) -> None:
+        super().on_train_epoch_end()
         sums, counts = self.loss_buckets.compute()
         for name, total, count in zip(self.loss_bucket_names, sums, counts, strict=True):
             if count > 0:
