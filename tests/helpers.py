@@ -6,6 +6,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from diffuse_feat.data import DigitsDataModule
+from diffuse_feat.modules import DiffusionModule
 
 
 class DigitsWithNaN(DigitsDataModule):
@@ -16,6 +17,14 @@ class DigitsWithNaN(DigitsDataModule):
         x = x.clone()
         x[:] = torch.nan
         return x, y
+
+
+class NaNOnRankOne(DiffusionModule):
+    """Its loss is NaN on rank 1 only, at step 2 only: one rank's bad batch in a DDP run."""
+
+    def compute_loss(self, batch, batch_idx):
+        loss = super().compute_loss(batch, batch_idx)
+        return loss * torch.nan if self.global_rank == 1 and self.global_step == 2 else loss
 
 
 class RanksAgree(Callback):

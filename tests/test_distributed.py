@@ -102,3 +102,23 @@ def test_ddp_diagnostics_agree_across_ranks_and_with_single_process(tmp_path):
                 assert ddp_values[name][key] is None, (name, key)
             elif isinstance(value, float):
                 assert ddp_values[name][key] == pytest.approx(value, rel=1e-5, abs=1e-6), (name, key)
+
+
+def test_ddp_nan_on_one_rank_stops_every_rank_with_the_same_message(tmp_path):
+    # step 2 is a logging step (every 3rd: 0, 2, 5, ...): rank 1 sees the NaN there, rank 0 does not. Before
+    # the ranks compared notes, rank 1 left with the message and rank 0 died in the gradient all-reduce with
+    # gloo's "connection closed by peer" traceback
+    args = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/default.yaml"),
+            "--model.class_path=tests.helpers.NaNOnRankOne",
+            "--data.init_args.n_train=256", "--data.init_args.batch_size=32",
+            "--model.init_args.backbone.init_args.width=32", "--model.init_args.backbone.init_args.depth=1",
+            "--trainer.max_epochs=2", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+            "--trainer.log_every_n_steps=3", "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == ["error: NaNOnRankOne: the training loss became nan at step 2; no checkpoint was written from "
+                      "this state. Lower model.init_args.lr (now 0.002) or check the data for NaN/inf values."] * 2
+    assert not list((tmp_path / "runs").rglob("*.ckpt"))

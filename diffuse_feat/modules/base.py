@@ -146,23 +146,35 @@ class BackboneModule(pl.LightningModule):
         is written and before a diagnostic callback measures.
         """
         loss = loss.detach().float()
-        if self._first_nonfinite is None or self._first_nonfinite[0].device != loss.device:
-            self._first_nonfinite = (torch.full((), -1, device=loss.device), torch.zeros((), device=loss.device))
-        step, value = self._first_nonfinite
+        step, value = self._nonfinite_record(loss.device)
         first = ~torch.isfinite(loss) & (step < 0)
         self._first_nonfinite = (torch.where(first, torch.full_like(step, self.global_step), step),
                                  torch.where(first, loss, value))
 
+    def _nonfinite_record(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(step, loss)`` of the first non-finite loss so far, as 0-d tensors on ``device``; step -1: none."""
+        if self._first_nonfinite is None or self._first_nonfinite[0].device != device:
+            self._first_nonfinite = (torch.full((), -1, device=device), torch.zeros((), device=device))
+        return self._first_nonfinite
+
     def raise_if_nonfinite(self) -> None:
-        """Raise :class:`NonFiniteLossError` if a training loss of this run was NaN/inf (one host-device sync)."""
-        if self._first_nonfinite is None:
-            return
-        step, value = (t.item() for t in self._first_nonfinite)
-        if step >= 0:
+        """Raise :class:`NonFiniteLossError` if a training loss of this run was NaN/inf (one host-device sync).
+
+        Under DDP the ranks compare notes first (an all-gather, so call it on every rank, as the hooks
+        here do): all of them raise together, naming the earliest step on any rank, instead of one rank
+        leaving while the others wait for it in the next gradient all-reduce.
+        """
+        step, value = self._nonfinite_record(self._first_nonfinite[0].device if self._first_nonfinite else self.device)
+        if self._trainer is not None and self._trainer.world_size > 1:
+            step, value = self.all_gather(step), self.all_gather(value)
+        steps, values = step.reshape(-1).tolist(), value.reshape(-1).tolist()
+        bad = [(s, v) for s, v in zip(steps, values, strict=True) if s >= 0]
+        if bad:
+            step, value = min(bad)
             raise NonFiniteLossError(
-                f"{type(self).__name__}: the training loss became {value} at step {int(step)}; "
-                f"no checkpoint was written from this state. Lower model.init_args.lr (now {self.lr}) "
-                "or check the data for NaN/inf values."
+                f"{type(self).__name__}: the training loss became {value} at step {step}; no checkpoint was "
+                f"written from this state. Lower model.init_args.lr (now {self.lr}) or check the data for "
+                "NaN/inf values."
             )
 
     def on_train_start(self) -> None:
