@@ -171,11 +171,25 @@ class DDPM(NoiseProcess):
         self.betas = betas
         self.log_alpha_bar = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-betas), 0)])
 
+    def __getstate__(self) -> dict:
+        # the per-device copies stay out of pickles (checkpoints' hyperparameters): CPU tables only
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+
+    def _table(self, device: torch.device) -> Tensor:
+        """``log alpha_bar`` on ``device``, copied there once (a copy per call would sync a GPU every step)."""
+        if self.log_alpha_bar.device != device:
+            cache = self.__dict__.setdefault("_tables", {})
+            if device not in cache:
+                cache[device] = self.log_alpha_bar.to(device)
+            return cache[device]
+        return self.log_alpha_bar
+
     def _log_alpha_bar(self, t):
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_steps)
+        table = self._table(t.device)
         lo = t.floor().long().clamp(max=self.num_steps - 1)
         w = t - lo
-        return (1 - w) * self.log_alpha_bar[lo] + w * self.log_alpha_bar[lo + 1]
+        return (1 - w) * table[lo] + w * table[lo + 1]
 
     def alpha_bar(self, t):
         return torch.exp(self._log_alpha_bar(t))

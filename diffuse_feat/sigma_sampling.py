@@ -57,7 +57,7 @@ class UniformTimeSigma(SigmaSampler):
     def sample(self, batch, *, device=None, generator=None):
         u = torch.rand(batch, device=device, generator=generator, dtype=torch.float64)
         t = self.t_min + u * (self.t_max - self.t_min)
-        return self.process.sigma(t.cpu()).to(device=device, dtype=torch.float32)
+        return self.process.sigma(t).to(dtype=torch.float32)  # on the device: no per-step copy to the host
 
 
 class FixedSigma(SigmaSampler):
