@@ -140,8 +140,9 @@ def jacobian_top_singular(
     Unlike subspace iteration, which keeps only the last block, the whole Krylov space is used, and
     it converges on the flat top spectra of learned denoisers (see ``benchmarks/jacobian_topk.py``).
     The estimates only grow towards the true values as the space grows, so iteration stops early once a
-    block moves no top-``k`` value by more than ``tol`` (relative; ``None``: always ``num_iters``): on
-    learned U-Net Jacobians the last change was never smaller than the remaining error.
+    block moves no top-``k`` value by more than ``tol`` (relative; ``None``: always ``num_iters``). A
+    heuristic, not a bound; on the benchmark's learned U-Net the last change always exceeded the remaining
+    error.
     ``"full"``: the SVD of :func:`denoiser_jacobian` (exact). ``"auto"`` picks whichever needs fewer probe
     products. Returns ``(U [d, k], S [k], V [d, k])``, values descending.
     """
