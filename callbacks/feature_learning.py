@@ -69,7 +69,8 @@ class FeatureLearningCallback(DiagnosticCallback):
         every_n_steps: cadence in optimizer steps (0: only before the first and after the last step).
         directions: user-given directions ``[k, filter_width]`` for data without known features (tensor,
             nested list or a ``.pt``/``.npy`` path); when set, only their projections are reported.
-        figure_every_n_steps: cadence of the heat-map figure (default: every measurement; 0: only at the end).
+        figure_every_n_steps: cadence of the heat-map figure (default: every fifth measurement, as a figure costs
+            more than the measurement; 0: only at the end).
         histograms: log histograms of the alignments to TensorBoard.
         use_ema, seed, at_train_end, name: as in :class:`DiagnosticCallback` (the probes are the full training
             set's noise patches, so no random choice is made).
@@ -88,7 +89,7 @@ class FeatureLearningCallback(DiagnosticCallback):
     ):
         super().__init__(every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, seed=seed, name=name)
         self.directions = _load_directions(directions) if directions is not None else None
-        self.figure_every_n_steps = every_n_steps if figure_every_n_steps is None else figure_every_n_steps
+        self.figure_every_n_steps = 5 * every_n_steps if figure_every_n_steps is None else figure_every_n_steps
         self.histograms = histograms
         self.initial: dict[str, Tensor] | None = None  # alignments at the first measurement (for increments)
         self.last: dict[str, Tensor] = {}  # alignments of the latest measurement (for figures and reproductions)
