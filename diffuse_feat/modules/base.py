@@ -164,7 +164,7 @@ class BackboneModule(pl.LightningModule):
         here do): all of them raise together, naming the earliest step on any rank, instead of one rank
         leaving while the others wait for it in the next gradient all-reduce.
         """
-        step, value = self._nonfinite_record(self._first_nonfinite[0].device if self._first_nonfinite else self.device)
+        step, value = self._first_nonfinite or self._nonfinite_record(self.device)  # every rank has a record
         if self._trainer is not None and self._trainer.world_size > 1:
             step, value = self.all_gather(step), self.all_gather(value)
         steps, values = step.reshape(-1).tolist(), value.reshape(-1).tolist()
