@@ -2,7 +2,8 @@
 
 The issue's contract: ``bf16-mixed`` by default on a GPU and fp32 on CPU, overridable; preconditioning,
 loss and sigma in fp32 while the backbone runs in bf16; diagnostics in fp32 outside autocast; no NaN
-on the image configs. The GPU throughput itself is ``benchmarks/precision.py``.
+on the image configs (both trained a few steps in bf16-mixed here). The GPU throughput itself is
+``benchmarks/precision.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from diffuse_feat.cli import DiffuseFeatCLI, auto_precision
 from diffuse_feat.diagnostics.jacobian import denoiser_jacobian
 from diffuse_feat.modules import DiffusionModule
 
-from .fake_images import write_fake_mnist
+from .fake_images import write_fake_cifar10, write_fake_mnist
 from .test_training import REPO
 
 
@@ -78,11 +79,13 @@ def test_diagnostics_inside_an_autocast_region_compute_in_fp32():
         assert torch.equal(denoiser_jacobian(model, x[0], 1.0), exact)
 
 
-def test_mnist_unet_config_trains_in_bf16_mixed_without_nan(tmp_path, monkeypatch):
+@pytest.mark.parametrize("config", ["mnist_unet", "cifar10_unet"])
+def test_image_config_trains_in_bf16_mixed_without_nan(tmp_path, monkeypatch, config):
     monkeypatch.chdir(tmp_path)
     write_fake_mnist(tmp_path / "data")
+    write_fake_cifar10(tmp_path / "data")
     cli = DiffuseFeatCLI(args=[
-        "fit", "--config", str(REPO / "configs/images/mnist_unet.yaml"), "--trainer.precision=bf16-mixed",
+        "fit", "--config", str(REPO / f"configs/images/{config}.yaml"), "--trainer.precision=bf16-mixed",
         "--trainer.max_steps=6", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
         "--data.init_args.batch_size=8", "--model.init_args.backbone.init_args.base_channels=8",
