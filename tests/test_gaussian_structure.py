@@ -243,6 +243,27 @@ def test_randomized_top_k_of_a_low_rank_jacobian_is_exact_and_orthonormal():
     assert torch.allclose(v[:, :3].T @ v[:, :3], torch.eye(3), atol=1e-5)
 
 
+class _DropoutDenoiser(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Dropout(0.5), torch.nn.Linear(16, 12))
+
+    def forward(self, x, sigma):
+        return self.net(x)
+
+
+def test_jacobians_leave_the_module_as_they_found_it():
+    torch.manual_seed(0)
+    den = _DropoutDenoiser().train()
+    den.net[0].bias.requires_grad_(False)  # frozen by the user: must stay frozen
+    full = denoiser_jacobian(den, torch.randn(12), 1.0)
+    _, s, _ = jacobian_top_singular(den, torch.randn(12), 1.0, k=3, method="randomized")
+    # computed in eval mode (dropout off): the linear map's J is the same at both points
+    assert torch.allclose(s, torch.linalg.svdvals(full)[:3], rtol=1e-4)
+    assert den.training
+    assert [p.requires_grad for p in den.parameters()] == [True, False, True, True]
+
+
 def test_jacobian_distance_to_gaussian_is_zero_for_itself_and_the_frobenius_ratio_otherwise():
     den = decaying_gaussian(d=20, mean_scale=0.3)
     x = _sample(den, 1, seed=15)[0]
