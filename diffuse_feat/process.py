@@ -203,7 +203,7 @@ class DDPM(NoiseProcess):
     def t_of_sigma(self, sigma):
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         target = -torch.log1p(sigma**2)  # log alpha_bar, decreasing in t
-        table = self.log_alpha_bar
+        table = self._table(sigma.device)
         if bool((target < table[-1] - 1e-12).any()):
             raise ValueError(
                 f"sigma={float(sigma.max()):.4g} exceeds this DDPM schedule's maximum "
