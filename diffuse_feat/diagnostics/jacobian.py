@@ -49,7 +49,7 @@ def jacobian_mode(denoiser: Denoiser, device_type: str) -> Iterator[None]:
     differentiate in ``x``; recording weight gradients makes JVPs/VJPs ~20% slower) and autocast off;
     restores the mode and the ``requires_grad`` flags after."""
     is_module = isinstance(denoiser, nn.Module)
-    was_training = denoiser.training if is_module else None
+    was_training = is_module and denoiser.training
     frozen = [p for p in denoiser.parameters() if p.requires_grad] if is_module else []
     if is_module:
         denoiser.eval()
@@ -61,7 +61,7 @@ def jacobian_mode(denoiser: Denoiser, device_type: str) -> Iterator[None]:
     finally:
         for p in frozen:
             p.requires_grad_(True)
-        if was_training is not None:
+        if is_module:
             denoiser.train(was_training)
 
 
