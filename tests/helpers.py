@@ -19,12 +19,23 @@ class DigitsWithNaN(DigitsDataModule):
         return x, y
 
 
-class NaNOnRankOne(DiffusionModule):
-    """Its loss is NaN on rank 1 only, at step 2 only: one rank's bad batch in a DDP run."""
+class LossTurnsNaN(DiffusionModule):
+    """Its loss is NaN at step ``nan_step`` only, on every rank or on rank ``nan_rank`` (the weights then
+    turn NaN too, as after a real divergence)."""
+
+    nan_step: int = 2
+    nan_rank: int | None = None
 
     def compute_loss(self, batch, batch_idx):
         loss = super().compute_loss(batch, batch_idx)
-        return loss * torch.nan if self.global_rank == 1 and self.global_step == 2 else loss
+        hit = self.global_step == self.nan_step and self.nan_rank in (None, self.global_rank)
+        return loss * torch.nan if hit else loss
+
+
+class NaNOnRankOne(LossTurnsNaN):
+    """One rank's bad batch in a DDP run: NaN on rank 1 only, at step 2 only."""
+
+    nan_rank = 1
 
 
 class RanksAgree(Callback):

@@ -22,6 +22,7 @@ from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reporting import read_jsonl
 
 from .fake_images import write_fake_cifar10, write_fake_mnist
+from .helpers import LossTurnsNaN
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
@@ -121,14 +122,6 @@ def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_p
     assert last.read_bytes() == before
 
 
-class LossTurnsNaN(DiffusionModule):
-    """Its loss is NaN at step 2 only (the weights then turn NaN too, as after a real divergence)."""
-
-    def compute_loss(self, batch, batch_idx):
-        loss = super().compute_loss(batch, batch_idx)
-        return loss * torch.nan if self.global_step == 2 else loss
-
-
 class ParameterNorm(DiagnosticCallback):
     def measure(self, trainer, pl_module, model):
         return {"norm": float(torch.cat([p.flatten() for p in model.parameters()]).norm())}
@@ -181,7 +174,6 @@ def test_missing_dataset_folder_is_one_sentence(capsys, tmp_path):
 
 def test_wrong_shape_and_negative_sigma_are_clear():
     from diffuse_feat.backbones import MLP
-    from diffuse_feat.modules import DiffusionModule
 
     model = DiffusionModule(MLP, data_shape=(1, 8, 8))
     with pytest.raises(ValueError, match=r"built for inputs of shape \[batch, 1, 8, 8\], got \[2, 64\]"):
