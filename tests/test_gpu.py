@@ -6,47 +6,31 @@ benchmarks on a machine that has one.
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 
-from diffuse_feat.backbones.unet import UNet
-from diffuse_feat.cli import DiffuseFeatCLI, auto_precision
+from diffuse_feat.cli import auto_precision
 from diffuse_feat.diagnostics.jacobian import jacobian_top_singular
-from diffuse_feat.modules import DiffusionModule
 
-from .fake_images import write_fake_mnist
-from .test_training import REPO
+from .test_precision import fit_image_config, small_unet_module
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-def unet_module() -> DiffusionModule:
-    torch.manual_seed(0)
-    return DiffusionModule(functools.partial(UNet, base_channels=16, channel_mult=(1, 2), attention=True),
-                           data_shape=(1, 28, 28))
 
 
 def test_bf16_mixed_is_chosen_automatically_and_trains_the_mnist_config(tmp_path, monkeypatch):
     if not torch.cuda.is_bf16_supported():
         pytest.skip("this GPU has no bf16")
     assert auto_precision(None) == "bf16-mixed"
-    monkeypatch.chdir(tmp_path)
-    write_fake_mnist(tmp_path / "data")
-    cli = DiffuseFeatCLI(args=[
-        "fit", "--config", str(REPO / "configs/images/mnist_unet.yaml"), "--trainer.max_steps=20",
-        "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=5",
-        "--data.init_args.batch_size=16", "--model.init_args.backbone.init_args.base_channels=16",
-        "--trainer.callbacks.init_args.num_samples=4", "--trainer.callbacks.init_args.num_steps=4",
-    ])
+    cli = fit_image_config(tmp_path, monkeypatch, "mnist_unet", "--trainer.max_steps=20",
+                           "--trainer.log_every_n_steps=5", "--data.init_args.batch_size=16",
+                           "--model.init_args.backbone.init_args.base_channels=16")
     assert cli.trainer.precision == "bf16-mixed" and cli.model.device.type == "cuda"
     assert all(bool(torch.isfinite(p).all()) for p in cli.model.parameters())
     assert bool(torch.isfinite(cli.trainer.logged_metrics["train/loss"]))
 
 
 def test_cuda_autocast_keeps_preconditioning_and_loss_in_fp32():
-    model = unet_module().cuda()
+    model = small_unet_module(16).cuda()
     x0 = torch.randn(8, 1, 28, 28, device="cuda")
     sigma = torch.logspace(-2, 1.9, 8, device="cuda")
     noise = torch.randn_like(x0)
@@ -57,7 +41,7 @@ def test_cuda_autocast_keeps_preconditioning_and_loss_in_fp32():
 
 
 def test_jacobian_top_singular_on_the_gpu_matches_the_cpu():
-    model = unet_module()
+    model = small_unet_module(16)
     x = torch.randn(1, 28, 28)
     _, cpu, _ = jacobian_top_singular(model, x, 1.0, k=5, method="randomized")
     _, gpu, _ = jacobian_top_singular(model.cuda(), x.cuda(), 1.0, k=5, method="randomized")

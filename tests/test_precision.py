@@ -40,10 +40,25 @@ def test_auto_precision(monkeypatch, cuda, bf16, accelerator, expected):
     assert auto_precision(accelerator) == expected
 
 
-def small_unet_module() -> DiffusionModule:
+def small_unet_module(base_channels: int = 8) -> DiffusionModule:
     torch.manual_seed(0)
-    factory = functools.partial(UNet, base_channels=8, channel_mult=(1, 2), attention=True)
+    factory = functools.partial(UNet, base_channels=base_channels, channel_mult=(1, 2), attention=True)
     return DiffusionModule(factory, data_shape=(1, 28, 28))
+
+
+def fit_image_config(tmp_path, monkeypatch, config: str, *overrides: str) -> DiffuseFeatCLI:
+    """``python train.py fit`` on an image config, shrunk (8 channels, batch 8, 6 steps), on fake files in
+    ``tmp_path/data``; ``overrides`` (later CLI flags win) change any of it."""
+    monkeypatch.chdir(tmp_path)
+    write_fake_mnist(tmp_path / "data")
+    write_fake_cifar10(tmp_path / "data")
+    return DiffuseFeatCLI(args=[
+        "fit", "--config", str(REPO / f"configs/images/{config}.yaml"),
+        "--trainer.max_steps=6", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
+        "--data.init_args.batch_size=8", "--model.init_args.backbone.init_args.base_channels=8",
+        "--trainer.callbacks.init_args.num_samples=4", "--trainer.callbacks.init_args.num_steps=4", *overrides,
+    ])
 
 
 def test_under_bf16_autocast_the_backbone_is_bf16_and_preconditioning_loss_and_sigma_are_fp32():
@@ -81,16 +96,7 @@ def test_diagnostics_inside_an_autocast_region_compute_in_fp32():
 
 @pytest.mark.parametrize("config", ["mnist_unet", "cifar10_unet"])
 def test_image_config_trains_in_bf16_mixed_without_nan(tmp_path, monkeypatch, config):
-    monkeypatch.chdir(tmp_path)
-    write_fake_mnist(tmp_path / "data")
-    write_fake_cifar10(tmp_path / "data")
-    cli = DiffuseFeatCLI(args=[
-        "fit", "--config", str(REPO / f"configs/images/{config}.yaml"), "--trainer.precision=bf16-mixed",
-        "--trainer.max_steps=6", "--trainer.limit_val_batches=1", "--trainer.enable_progress_bar=false",
-        "--trainer.enable_model_summary=false", "--trainer.log_every_n_steps=1",
-        "--data.init_args.batch_size=8", "--model.init_args.backbone.init_args.base_channels=8",
-        "--trainer.callbacks.init_args.num_samples=4", "--trainer.callbacks.init_args.num_steps=4",
-    ])
+    cli = fit_image_config(tmp_path, monkeypatch, config, "--trainer.precision=bf16-mixed")
     trainer, model = cli.trainer, cli.model
     assert trainer.precision == "bf16-mixed" and trainer.global_step == 6
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
