@@ -3,6 +3,7 @@
 from .base import BackboneFactory, SigmaEmbedding
 from .mlp import MLP
 from .patch_net import PatchNet
+from .tree_unet import TreeUNet
 from .unet import UNet
 
-__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP", "UNet", "PatchNet"]
+__all__ = ["BackboneFactory", "SigmaEmbedding", "MLP", "UNet", "PatchNet", "TreeUNet"]

@@ -1,8 +1,10 @@
 """LightningModules around a shared backbone class. Extend them by subclassing (see each class's hooks)."""
 
 from .base import BackboneModule
+from .categorical import CategoricalDiffusionModule
 from .classification import ClassificationModule
 from .diffusion import DiffusionModule
 from .patch_diffusion import PatchDiffusionModule
 
-__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "PatchDiffusionModule"]
+__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "PatchDiffusionModule",
+           "CategoricalDiffusionModule"]

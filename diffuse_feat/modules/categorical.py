@@ -1,0 +1,77 @@
+"""``CategoricalDiffusionModule``: Gaussian diffusion on one-hot data, denoiser = softmax posterior mean.
+
+For data whose every position is one of ``v`` symbols encoded as ``scale (e_a - center / v)`` (the RHM,
+``diffuse_feat.data.rhm``), ``E[x0 | x]`` is, position by position, the posterior-weighted mean of the ``v``
+codes. So the backbone outputs logits ``[B, v, N]`` and
+
+    D(x; sigma) = scale (softmax_v F(c_in x; sigma) - center / v),
+
+a posterior mean by construction (``c_in`` is the preconditioning's, EDM's ``1 / sqrt(sigma^2 + sd^2)``). It is
+trained by the cross-entropy of the logits against the clean symbols, whose minimiser is the exact marginal
+posterior of each position, hence the same ``E[x0 | x]`` the squared error targets; with it the gradient does
+not vanish when the model is confidently wrong, and deep grammars are learned several times faster (the
+"score interpolation" of Dieleman et al. 2022, CDCD). Sampling, forward-backward and every diagnostic see an
+ordinary sigma-space denoiser.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError
+from .diffusion import DiffusionModule
+
+__all__ = ["CategoricalDiffusionModule"]
+
+
+class CategoricalDiffusionModule(DiffusionModule):
+    """A :class:`DiffusionModule` for one-hot data ``[B, v, N]`` (channels = symbols).
+
+    Args:
+        encoding_scale, encoding_center: the data's encoding ``scale (one_hot - center / v)``; the RHM
+            DataModule's ``scale`` and ``center`` (checked against the training data when fitting starts).
+        Everything else as :class:`DiffusionModule`; ``preconditioning`` only supplies ``c_in`` and
+        ``loss_weight`` is not used (cross-entropy is weighted uniformly; the sigma density sets the emphasis).
+    """
+
+    def __init__(self, *args: Any, encoding_scale: float = 1.0, encoding_center: bool = True, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        if len(self.data_shape) < 2:
+            raise ConfigError(f"CategoricalDiffusionModule needs one-hot data [symbols, positions...], got data_shape "
+                              f"{list(self.data_shape)}")
+        self.encoding_scale, self.encoding_center = float(encoding_scale), bool(encoding_center)
+        self.num_symbols = self.data_shape[0]
+
+    def encode(self, symbols: Tensor) -> Tensor:
+        onehot = F.one_hot(symbols.long(), self.num_symbols).movedim(-1, 1).float()
+        return self.encoding_scale * (onehot - (1.0 / self.num_symbols if self.encoding_center else 0.0))
+
+    def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
+        """Per-position symbol logits ``[B, v, N]`` of ``x`` at noise ``sigma`` (shape ``[B]``), in fp32."""
+        _, _, c_in = self.preconditioning.coefficients(sigma)
+        return self.run_backbone(c_in.reshape(-1, *([1] * (x.ndim - 1))) * x.float(), sigma).float()
+
+    def denoise_unchecked(self, x: Tensor, sigma: Tensor) -> Tensor:
+        probs = torch.softmax(self.logits(x, sigma), dim=1)
+        return self.encoding_scale * (probs - (1.0 / self.num_symbols if self.encoding_center else 0.0))
+
+    def per_sample_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
+        """Cross-entropy of the logits at ``x0 + sigma z`` against ``argmax x0``, averaged over positions."""
+        x_noisy = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
+        symbols = x0.argmax(1)
+        return F.cross_entropy(self.logits(x_noisy, sigma), symbols, reduction="none").flatten(1).mean(1)
+
+    def on_fit_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        train = dm.train_tensor() if dm is not None and hasattr(dm, "train_tensor") else None
+        if train is not None and train.shape[0] > 0:
+            head = train[:64].float()
+            if not torch.allclose(self.encode(head.argmax(1)).to(head.device), head, atol=1e-5):
+                raise ConfigError(
+                    f"{type(self).__name__}: the training data is not one-hot encoded as "
+                    f"{self.encoding_scale} (one_hot - {'1/v' if self.encoding_center else '0'}); set "
+                    "model.init_args.encoding_scale / encoding_center to the data's scale / center")
