@@ -15,13 +15,18 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
 from diffuse_feat.backbones import MLP
 from diffuse_feat.diagnostics.jacobian import denoiser_jacobian, jacobian_top_singular
 from diffuse_feat.modules import DiffusionModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import write_results  # noqa: E402
 
 SHAPE = (1, 28, 28)
 
@@ -88,6 +93,7 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results, GPU only)")
     args = parser.parse_args()
 
     model = build(args.backbone, args.device)
@@ -100,7 +106,7 @@ def main() -> None:
           f"train_steps={args.train_steps} device={args.device} threads={torch.get_num_threads()} "
           f"repeats={args.repeats}")
     print(f"{'sigma':>6} {'full jacrev+svd (s)':>20} {'top-k (s)':>10} {'speed-up':>9} {'max rel err':>12}  top-k")
-    ratios, errors = [], []
+    ratios, errors, rows = [], [], []
     for sigma in args.sigmas:
         x = x0 + sigma * noise
         # the reference pays for what top-k gives: the Jacobian and its singular vectors
@@ -115,9 +121,15 @@ def main() -> None:
         err = float(((approx.double().cpu() - exact).abs() / exact).max())
         ratios.append(t_full / t_topk)
         errors.append(err)
+        rows.append({"sigma": sigma, "full_seconds": t_full, "topk_seconds": t_topk, "max_rel_err": err,
+                     "top_k": exact.tolist()})
         print(f"{sigma:6g} {t_full:20.3f} {t_topk:10.3f} {t_full / t_topk:8.1f}x {err:12.2e}  "
               f"{[round(v, 4) for v in exact.tolist()]}")
     print(f"speed-up min {min(ratios):.1f}x (target >= 10x); max relative error {max(errors):.2e} (target <= 1e-2)")
+    if args.device == "cuda" or args.out is not None:
+        write_results("jacobian_topk", args.device, {"backbone": args.backbone, "k": args.k,
+                                                     "train_steps": args.train_steps, "sigmas": rows,
+                                                     "min_speedup": min(ratios), "max_rel_err": max(errors)}, args.out)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import functools
 import statistics
+import sys
 import time
 import warnings
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -25,6 +27,9 @@ import torch
 from diffuse_feat.backbones import MLP
 from diffuse_feat.data import DigitsDataModule
 from diffuse_feat.modules import DiffusionModule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from results_file import write_results  # noqa: E402
 
 
 def build(backbone: str, device: str) -> tuple[DiffusionModule, DigitsDataModule]:
@@ -105,8 +110,8 @@ def trainer_loop(model: DiffusionModule, dm: DigitsDataModule, steps: int, warmu
     clock.mark("fit_end")
 
 
-def compare(backbone: str, steps: int, warmup: int, repeats: int, device: str) -> str:
-    """One table row: median steady-state step time by hand and under the Trainer, and their ratios."""
+def compare(backbone: str, steps: int, warmup: int, repeats: int, device: str) -> dict[str, float]:
+    """Median steady-state step time by hand and under the Trainer (ms), and their ratios."""
     hand_loop(*build(backbone, device), 20, 0, Clock(device))  # warm-up: allocator, kernels, Lightning imports
     trainer_loop(*build(backbone, device), 20, 0, Clock(device))
     hand, lit = [], []
@@ -120,8 +125,8 @@ def compare(backbone: str, steps: int, warmup: int, repeats: int, device: str) -
     t = statistics.median(c.between("steady", "end") for c in lit) / timed
     h_all = statistics.median(c.between("start", "end") for c in hand)
     t_all = statistics.median(c.between("start", "fit_end") for c in lit)
-    return (f"{backbone:>8} {1e3 * h:10.2f} {1e3 * t:12.2f} {1e3 * (t - h):+10.2f} {t / h:8.3f} "
-            f"{t_all / h_all:12.3f}")
+    return {"hand_ms_per_step": 1e3 * h, "trainer_ms_per_step": 1e3 * t, "step_ratio": t / h,
+            "fit_ratio": t_all / h_all}
 
 
 def main() -> None:
@@ -131,6 +136,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20, help="steps run before the step clock starts")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write training_step-<device>.json here (default: benchmarks/results, GPU runs only)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     import logging
@@ -142,10 +149,17 @@ def main() -> None:
           f"untimed) repeats={args.repeats}; digits, batch 128, Adam")
     print(f"{'backbone':>8} {'hand ms/step':>10} {'Trainer ms/step':>12} {'extra ms':>10} {'ratio':>8} "
           f"{'ratio w/ fit start-up':>12}")
+    rows = {}
     for backbone in args.backbone:
-        print(compare(backbone, args.steps, args.warmup, args.repeats, args.device), flush=True)
+        r = rows[backbone] = compare(backbone, args.steps, args.warmup, args.repeats, args.device)
+        print(f"{backbone:>8} {r['hand_ms_per_step']:10.2f} {r['trainer_ms_per_step']:12.2f} "
+              f"{r['trainer_ms_per_step'] - r['hand_ms_per_step']:+10.2f} {r['step_ratio']:8.3f} "
+              f"{r['fit_ratio']:12.3f}", flush=True)
     print("target: step ratio <= 1.05. Lightning's loop adds a fixed time per step (hooks, closure, batch "
           "transfer), so the ratio is largest for the smallest step.")
+    if args.device == "cuda" or args.out is not None:
+        write_results("training_step", args.device, {"steps": args.steps, "warmup": args.warmup,
+                                                     "repeats": args.repeats, "backbones": rows}, args.out)
 
 if __name__ == "__main__":
     main()

@@ -50,6 +50,12 @@ def diagnostic_mode(model: torch.nn.Module, *, grad: bool = False):
         model.train(was_training)
 
 
+def _finish_queued_gpu_work(module: torch.nn.Module) -> None:
+    """Wait for the GPU (a measurement is rare: this costs nothing per training step)."""
+    if module.device.type == "cuda":
+        torch.cuda.synchronize(module.device)
+
+
 class DiagnosticCallback(Callback):
     """Base class. ``every_n_steps=0`` disables the periodic runs (only the end-of-training one)."""
 
@@ -91,6 +97,7 @@ class DiagnosticCallback(Callback):
 
     def run(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
         """Measure now, log, and append to ``history``."""
+        _finish_queued_gpu_work(pl_module)  # so training steps still in flight are not counted as ours
         start = time.perf_counter()
         check = getattr(pl_module, "raise_if_nonfinite", None)
         if check is not None:  # a NaN loss stops the run here rather than producing NaN diagnostics
@@ -106,6 +113,7 @@ class DiagnosticCallback(Callback):
             self.report(reporter, values, step, trainer, model)
         self.history.append({"step": step, **values})
         self._last_step = step
+        _finish_queued_gpu_work(pl_module)
         self.seconds_spent += time.perf_counter() - start
         return values
 

@@ -100,8 +100,15 @@ class ForwardBackwardCallback(DiagnosticCallback):
                 self.classifier_checkpoint, map_location="cpu", weights_only=False).eval()
         return None if self._classifier is None else self._classifier.to(device)
 
+    def image_probes(self, dm) -> torch.Tensor:
+        """The first ``num_probes`` held-out images, or training images when the data holds none out (the image
+        configs train on every image: ``n_val = 0``)."""
+        held_out = dm.val_tensor()
+        pool = held_out if held_out.shape[0] > 0 else dm.train_tensor()
+        return pool[: self.num_probes]
+
     def measure_images(self, dm, model, device: torch.device) -> dict[str, Any]:
-        x0 = dm.val_tensor()[: self.num_probes].to(device)
+        x0 = self.image_probes(dm).to(device)
         classifier = self.classifier(device)
         res = image_forward_backward(model, x0, self.sigmas, classifier_read_out(classifier) if classifier else None,
                                      seeds=range(self.seed, self.seed + x0.shape[0]), sampler=self.sampler,

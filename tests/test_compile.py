@@ -17,6 +17,8 @@ STEPS = [
     "--model.init_args.backbone.init_args.width=32", "--model.init_args.backbone.init_args.depth=1",
     "--trainer.max_steps=6", "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false",
     "--trainer.enable_checkpointing=false",
+    # fp32 on every device: the comparison is compiled vs eager, not bf16 rounding (a GPU picks bf16-mixed)
+    "--trainer.precision=32-true",
 ]
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import math
 
 import pytest
+import torch
 
 from callbacks.forward_backward import ForwardBackwardCallback
 from diffuse_feat.backbones.mlp import MLP
@@ -70,3 +72,15 @@ def test_images_variant_reads_x_hat_with_a_classifier_checkpoint(tmp_path):
     assert values["p_class"][0] == 1.0  # x_hat_0 ~ x_0 at a negligible sigma: same prediction
     for depth in values["depths"]:
         assert values["change"][depth][0] < 1e-3 < values["change"][depth][1], depth
+
+
+def test_images_variant_probes_training_images_when_none_are_held_out():
+    """The image configs hold nothing out (n_val = 0): the probes are then the first training images."""
+    dm = DigitsDataModule(n_val=0, batch_size=64)
+    dm.setup()
+    callback = ForwardBackwardCallback(num_probes=5)
+    assert torch.equal(callback.image_probes(dm), dm.train_tensor()[:5])
+    model = DiffusionModule(functools.partial(MLP, width=16, depth=1), data_shape=(1, 8, 8)).eval()
+    values = callback.measure_images(dm, model, torch.device("cpu"))
+    assert len(values["change"]["pixels"]) == len(callback.sigmas)
+    assert all(math.isfinite(c) for c in values["change"]["pixels"])
