@@ -118,12 +118,21 @@ def main() -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"{config.relative_to(REPO) if config.is_relative_to(REPO) else config}; device {device}; load average "
           f"{os.getloadavg()[0]:.1f}; torch threads {torch.get_num_threads()}")
-    rows = {}
+    rows: dict = {}
+    shown = str(config.relative_to(REPO)) if config.is_relative_to(REPO) else config.name
+
+    def save(baseline: float) -> None:  # after every run, so a run cut short keeps what it measured
+        if device == "cuda" or args.out is not None:
+            write_results(f"callback_cost_{config.stem}", device,
+                          {"config": shown, "max_steps": args.max_steps, "together": args.together,
+                           "baseline_fit_seconds": baseline, "callbacks": rows}, args.out)
+
     with tempfile.TemporaryDirectory() as scratch:
         os.chdir(scratch)  # the runs' folders and checkpoints are thrown away
         write_fake_data(config, Path(scratch), args.fake_size)
         baseline, d, backbone = fit_seconds(config, [], args.max_steps)
         print(f"baseline (no diagnostics): {baseline:.1f} s", flush=True)
+        save(baseline)
         chosen = callbacks_at_default_cadence(d, backbone)
         if "FeatureLearningCallback" not in chosen:
             print(f"  FeatureLearningCallback: not applicable ({type(backbone).__name__} has no linear first layer)")
@@ -142,11 +151,7 @@ def main() -> None:
                       f"= {100 * cb.seconds_spent / baseline:5.1f}% of training time; measurements "
                       f"{', '.join(f'{t:.2f}' for t in timings[name])} s; fit ratio {seconds / baseline:.3f}",
                       flush=True)
-    if device == "cuda" or args.out is not None:
-        shown = str(config.relative_to(REPO)) if config.is_relative_to(REPO) else config.name
-        write_results(f"callback_cost_{config.stem}", device,
-                      {"config": shown, "max_steps": args.max_steps, "together": args.together,
-                       "baseline_fit_seconds": baseline, "callbacks": rows}, args.out)
+            save(baseline)
 
 
 if __name__ == "__main__":

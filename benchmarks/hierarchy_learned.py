@@ -125,17 +125,24 @@ def main(argv: list[str] | None = None) -> dict:
             cli, seconds = train(args.config.resolve(), args.max_steps, args.max_minutes, args.extra)
         finally:
             os.chdir(cwd)
-    model, dm, trainer = cli.model, cli.datamodule, cli.trainer
-    device = model.device
-    model.eval()  # Lightning's EMA callback has copied the averaged weights into the model at the end of fit
+    dm, trainer = cli.datamodule, cli.trainer
+    # Lightning's EMA callback copied the averaged weights into the model at the end of fit, and its teardown
+    # moved the model back to the CPU: evaluate where it trained
+    device = trainer.strategy.root_device
+    model = cli.model.to(device).eval()
+    print(f"trained {trainer.global_step} steps in {seconds:.0f} s (set-up included); evaluating on {device}",
+          flush=True)
     start = time.perf_counter()
     with torch.no_grad():
         samples = grammar_of_samples(model, dm, args.samples, device)
+        print(f"samples: grammatical {samples['grammatical_fraction']:.3f} "
+              f"({time.perf_counter() - start:.0f} s)", flush=True)
         fb = forward_backward(model, dm, args.probes, device, args.sampler_steps)
     payload = {
         **device_record(device_kind), "config": str(args.config), "v": dm.v, "n_c": dm.n_c, "m": dm.m, "s": dm.s,
         "L": dm.L, "n_train": int(dm.train_tensor().shape[0]), "batch_size": dm.batch_size,
         "train_steps": int(trainer.global_step), "train_seconds": seconds, "precision": str(trainer.precision),
+        "eval_device": str(device),
         "parameters": sum(p.numel() for p in model.parameters()),
         "final_train_loss": float(trainer.logged_metrics.get("train/loss", math.nan)),
         **samples, **fb, "eval_seconds": time.perf_counter() - start,

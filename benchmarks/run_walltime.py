@@ -71,6 +71,7 @@ def main() -> None:
             seconds = timed_run([], scratch)
             figures["default_train_py_seconds"] = seconds
             print(f"python train.py (configs/default.yaml): {seconds:.1f} s", flush=True)
+            write_results("run_walltime", device, figures, args.out)  # after every figure: a cut run keeps them
         for name in args.configs:
             n = args.fake_size or FULL_SIZE[name]
             WRITERS[name](scratch / "data", n=n)
@@ -89,7 +90,7 @@ def main() -> None:
             print(f"{name}: {args.steps} steps {full:.1f} s ({args.short} steps {short:.1f} s): "
                   f"{1e3 * per_step:.1f} ms/step, start-up {startup:.1f} s; whole run ({total_steps} steps) "
                   f"~{hours:.2f} h", flush=True)
-    write_results("run_walltime", device, figures, args.out)
+            write_results("run_walltime", device, figures, args.out)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,22 @@ def test_inductor_compiled_training_matches_eager(tmp_path, monkeypatch):
     assert compiled._compiled_backbone is not None  # the training steps really went through torch.compile
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA GPU"))])
+def test_auto_compiles_only_when_training_on_a_gpu(device):
+    import functools
+
+    from diffuse_feat.backbones import MLP
+    from diffuse_feat.modules import DiffusionModule
+
+    model = DiffusionModule(functools.partial(MLP, width=16, depth=1), data_shape=(1, 4, 4),
+                            compile_backbone="auto").to(device)
+    x, sigma = torch.randn(2, 1, 4, 4, device=device), torch.ones(2, device=device)
+    model.eval()
+    model.run_backbone(x, sigma)
+    assert model._compiled_backbone is None  # evaluation is always eager
+    model.train()
+    model.run_backbone(x, sigma)
+    assert (model._compiled_backbone is not None) == (device == "cuda")

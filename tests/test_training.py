@@ -55,6 +55,9 @@ def test_every_config_runs_a_fast_dev_run(config, tmp_path):
         # GPU-sized U-Nets shrunk, or the end-of-fit sample grid alone takes minutes on CPU
         extra = ["--data.init_args.batch_size=4", "--model.init_args.backbone.init_args.base_channels=8",
                  "--trainer.callbacks.init_args.num_samples=4", "--trainer.callbacks.init_args.num_steps=2"]
+    if config.stem == "rhm_deep":  # GPU-sized: 500,000 trees in batches of 1,024 (tests/test_rhm_deep.py runs it too)
+        extra = ["--data.init_args.pool_size=300", "--data.init_args.n_val=40", "--data.init_args.batch_size=16",
+                 "--trainer.callbacks.init_args.num_probes=4", "--trainer.callbacks.init_args.num_steps=2"]
     cli = run_cli("fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
                   *extra)
     assert cli.trainer.state.finished

@@ -82,11 +82,20 @@ class BackboneModule(pl.LightningModule):
     # ----- shared machinery ---------------------------------------------------------------------
     def run_backbone(self, x: Tensor, sigma: Tensor) -> Tensor:
         """The backbone call. In training mode with ``compile_backbone`` set it goes through ``torch.compile``
-        (``True`` = inductor, or a backend name); evaluation, sampling and Jacobians always run eagerly,
-        so ``torch.func`` transforms and diagnostics never see a compiled graph. Weights are shared."""
-        if self.compile_backbone and self.training:
+        (``True`` = inductor, ``"auto"`` = inductor when training on a CUDA GPU, or a backend name); evaluation,
+        sampling and Jacobians always run eagerly, so ``torch.func`` transforms and diagnostics never see a
+        compiled graph. Weights are shared.
+
+        The image configs use ``"auto"``: their eager steps are launch-bound on a GPU (~1,250 operator launches per
+        step whatever the precision), and compilation pays for itself within minutes
+        (``benchmarks/results/precision-h200.json``).
+        """
+        choice = self.compile_backbone
+        if choice == "auto":
+            choice = x.is_cuda
+        if choice and self.training:
             if self._compiled_backbone is None:
-                backend = "inductor" if self.compile_backbone is True else str(self.compile_backbone)
+                backend = "inductor" if choice is True else str(choice)
                 # kept out of the module registry so state_dict keys do not change with compilation
                 object.__setattr__(self, "_compiled_backbone", torch.compile(self.backbone, backend=backend))
             return self._compiled_backbone(x, sigma)

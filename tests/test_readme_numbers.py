@@ -1,0 +1,62 @@
+"""The README's measured GPU figures are the ones the benchmark runs wrote to ``benchmarks/results/*.json``.
+
+Each entry reads a JSON value (or a figure computed from several), formats it as the README prints it and
+checks that exact text is in the README: a re-run that changes a result fails here until the README says
+the new number.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+README = (REPO / "README.md").read_text()
+
+
+def load(name: str) -> dict:
+    return json.loads((RESULTS / name).read_text())
+
+
+def minutes_of_steps(images_per_s: float, batch: int, steps: int) -> float:
+    return steps * batch / images_per_s / 60
+
+
+def expected_texts() -> list[tuple[str, str]]:
+    """``(README text, where it comes from)`` pairs."""
+    precision = load("precision-h200.json")
+    cifar, mnist = precision["configs"]["cifar10_unet"], precision["configs"]["mnist_unet"]
+    step = load("training_step-h200.json")["backbones"]["unet"]
+    ops = load("op_count-cpu.json")["configs"]
+    us_per_op = {name: 1e6 * 128 / precision["configs"][name]["bf16_images_per_s"] / ops[name]["bf16_ops_per_step"]
+                 for name in ops}
+    return [
+        (f"a CIFAR-10 step launches {ops['cifar10_unet']['bf16_ops_per_step']:,} operators in bf16-mixed "
+         f"({ops['cifar10_unet']['fp32_ops_per_step']:,} in fp32:\nautocast adds "
+         f"{ops['cifar10_unet']['bf16_casts_added']} casts), an MNIST step {ops['mnist_unet']['bf16_ops_per_step']:,}",
+         "op_count"),
+        (f"the same time per operator, {us_per_op['cifar10_unet']:.0f} and {us_per_op['mnist_unet']:.0f} µs",
+         "time per operator"),
+        (f"{cifar['bf16_images_per_s']:,.0f} images/s in bf16-mixed\nand {cifar['fp32_images_per_s']:,.0f} in fp32 "
+         f"({cifar['bf16_over_fp32']:.2f}×)", "precision: CIFAR-10 eager"),
+        (f"at {mnist['bf16_images_per_s']:,.0f} and {mnist['fp32_images_per_s']:,.0f} ({mnist['bf16_over_fp32']:.2f}×)",
+         "precision: MNIST eager"),
+        (f"{cifar['compiled_bf16_images_per_s']:,.0f} images/s in bf16-mixed, {cifar['compile_speedup']:.2f}× eager, "
+         f"after {cifar['compile_seconds']:.1f} s", "precision: compiled"),
+        (f"take {minutes_of_steps(cifar['bf16_images_per_s'], 128, 39_100):.0f} min\n(CIFAR-10 eager, "
+         f"{minutes_of_steps(cifar['compiled_bf16_images_per_s'], 128, 39_100):.0f} min compiled) and "
+         f"{minutes_of_steps(mnist['bf16_images_per_s'], 128, 18_760):.0f} min", "whole-run step time"),
+        (f"H200: U-Net {step['step_ratio']:.3f} ({step['hand_ms_per_step']:.2f} vs {step['trainer_ms_per_step']:.2f} "
+         "ms/step", "training_step"),
+        (f"H200: CIFAR-10 {cifar['bf16_over_fp32']:.2f}× ({cifar['bf16_images_per_s']:,.0f} vs "
+         f"{cifar['fp32_images_per_s']:,.0f}), MNIST {mnist['bf16_over_fp32']:.2f}× ({mnist['bf16_images_per_s']:,.0f} "
+         f"vs {mnist['fp32_images_per_s']:,.0f}), compiled CIFAR-10 {cifar['compile_speedup']:.2f}×", "precision row"),
+    ]
+
+
+@pytest.mark.parametrize(("text", "source"), expected_texts(), ids=[s for _, s in expected_texts()])
+def test_readme_quotes_the_measured_figure(text, source):
+    assert text in README, f"README does not say {text!r} ({source}); update it from benchmarks/results"
