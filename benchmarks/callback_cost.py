@@ -54,7 +54,7 @@ def callbacks_at_default_cadence(d: int, backbone: torch.nn.Module) -> dict[str,
         "SampleGridCallback": callbacks.SampleGridCallback(),
         "GaussianStructureCallback": callbacks.GaussianStructureCallback(),
         "RegimesCallback": callbacks.RegimesCallback(labeler="nearest_train"),
-        "ForwardBackwardCallback": callbacks.ForwardBackwardCallback(),
+        "ForwardBackwardCallback": callbacks.ForwardBackwardCallback(mode="images"),
     }
     if hasattr(backbone, "first_layer_filters"):  # feature learning reads a linear first layer (MLP, PatchNet)
         chosen["FeatureLearningCallback"] = callbacks.FeatureLearningCallback(directions=torch.eye(2, d).tolist())

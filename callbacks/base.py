@@ -19,7 +19,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
+from typing_extensions import override
 
+from diffuse_feat.data.capabilities import check_capabilities
+from diffuse_feat.lightning_private import averaged_module
 from diffuse_feat.reporting import RunReporter
 
 __all__ = ["DiagnosticCallback", "model_for_diagnostics", "diagnostic_mode"]
@@ -28,12 +31,14 @@ __all__ = ["DiagnosticCallback", "model_for_diagnostics", "diagnostic_mode"]
 def model_for_diagnostics(
     trainer: pl.Trainer, pl_module: pl.LightningModule, use_ema: bool = True
 ) -> pl.LightningModule:
-    """The EMA copy of ``pl_module`` if a ``WeightAveraging`` callback holds one (and ``use_ema``), else itself."""
+    """The averaged (EMA) copy of ``pl_module`` if a ``WeightAveraging`` callback has updated one (and ``use_ema``),
+    else ``pl_module`` itself: before the average's first update (``update_starting_at_step``) the live weights
+    are the trained ones."""
     if use_ema:
         for cb in trainer.callbacks:
-            averaged = getattr(cb, "_average_model", None) if isinstance(cb, WeightAveraging) else None
+            averaged = averaged_module(cb) if isinstance(cb, WeightAveraging) else None
             if averaged is not None:
-                return averaged.module
+                return averaged
     return pl_module
 
 
@@ -57,10 +62,27 @@ def _finish_queued_gpu_work(module: torch.nn.Module) -> None:
 
 
 class DiagnosticCallback(Callback):
-    """Base class. ``every_n_steps=0`` disables the periodic runs (only the end-of-training one)."""
+    """Base class. ``every_n_steps=0`` disables the periodic runs (only the end-of-training one).
+
+    A subclass lists the data capabilities it reads in :attr:`requires` (or overrides
+    :meth:`required_capabilities` when they depend on its arguments); :meth:`setup` checks them before the
+    first training step.
+
+    Args:
+        every_n_steps: cadence in optimizer steps.
+        at_train_end: also measure once when training ends.
+        use_ema: measure the EMA weights once an ``EMAWeightAveraging`` callback has updated them.
+        seed: seed of the probe set, noise and samples (the same at every measurement).
+        name: TensorBoard / jsonl name (default: the class name).
+
+    Raises:
+        MissingGroundTruth: in ``setup``, if the DataModule lacks a capability the callback needs.
+    """
 
     #: whether :meth:`measure` needs autograd (Jacobians)
     needs_grad: bool = False
+    #: the capabilities (:mod:`diffuse_feat.data.capabilities`) :meth:`measure` reads from the DataModule
+    requires: tuple[type, ...] = ()
 
     def __init__(self, every_n_steps: int = 500, at_train_end: bool = True, use_ema: bool = True, seed: int = 0,
                  name: str | None = None):
@@ -77,13 +99,28 @@ class DiagnosticCallback(Callback):
     def state_key(self) -> str:
         return f"{type(self).__name__}[{self.name}]"
 
+    def required_capabilities(self) -> tuple[type, ...]:
+        """What :meth:`measure` will read from the DataModule (default: :attr:`requires`)."""
+        return self.requires
+
+    def missing_capability_hint(self) -> str:
+        """What else the user can do when a capability is missing (e.g. a callback argument)."""
+        return ""
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        """Fail now, with one sentence, if the data cannot give what the measurements need."""
+        check_capabilities(trainer.datamodule, self.required_capabilities(), needed_by=self.name,
+                           hint=self.missing_capability_hint())
+
     # ----- to implement ---------------------------------------------------------------------------
     def measure(self, trainer: pl.Trainer, pl_module: pl.LightningModule, model: pl.LightningModule) -> dict[str, Any]:
         raise NotImplementedError
 
     def report(self, reporter: RunReporter, values: dict[str, Any], step: int, trainer: pl.Trainer,
                model: pl.LightningModule) -> None:
-        """Extra outputs (figures, images). Runs on every rank; ``reporter`` only writes on rank zero."""
+        """Extra outputs (figures, images), drawn with :mod:`diffuse_feat.plotting`. Runs on rank zero only, so it
+        must not take part in collectives."""
 
     # ----- scheduling -----------------------------------------------------------------------------
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
@@ -109,8 +146,9 @@ class DiagnosticCallback(Callback):
         reporter = RunReporter.for_trainer(trainer)
         reporter.scalars(f"diagnostics/{self.name}", values, step)
         reporter.record(self.name, step, values)
-        with diagnostic_mode(model, grad=False):
-            self.report(reporter, values, step, trainer, model)
+        if trainer.is_global_zero:  # figures are only written there: no rank draws one in vain
+            with diagnostic_mode(model, grad=False):
+                self.report(reporter, values, step, trainer, model)
         self.history.append({"step": step, **values})
         self._last_step = step
         _finish_queued_gpu_work(pl_module)

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffuse_feat.data.base import require
+from diffuse_feat.data.capabilities import PlantedFeatures, TrainingSet
 from diffuse_feat.diagnostics.feature_alignment import (
     alignment_increments,
     alignments,
@@ -39,15 +39,16 @@ from diffuse_feat.diagnostics.feature_alignment import (
     patch_view,
 )
 from diffuse_feat.errors import ConfigError, ShapeError
+from diffuse_feat.plotting.feature_learning import alignment_figure
 from diffuse_feat.reporting import RunReporter
 
 from .base import DiagnosticCallback, model_for_diagnostics
 
-__all__ = ["FeatureLearningCallback", "alignment_figure"]
+__all__ = ["FeatureLearningCallback"]
 
 NO_DIRECTIONS_HINT = (
-    "this data has no known feature directions; pass FeatureLearningCallback(directions=...) (a [k, filter_width] "
-    "tensor, nested list, or a .pt/.npy file) to project the filters onto directions of your choice"
+    "pass FeatureLearningCallback(directions=...) (a [k, filter_width] tensor, nested list, or a .pt/.npy file) "
+    "to project the filters onto directions of your choice"
 )
 
 
@@ -97,23 +98,30 @@ class FeatureLearningCallback(DiagnosticCallback):
         self._ending, self._figure_step = False, -1
 
     # ----- references (computed once) -----------------------------------------------------------
+    def required_capabilities(self) -> tuple[type, ...]:
+        return () if self.directions is not None else (TrainingSet, PlantedFeatures)
+
+    def missing_capability_hint(self) -> str:
+        return NO_DIRECTIONS_HINT
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        backbone = getattr(pl_module, "backbone", pl_module)
+        if not callable(getattr(backbone, "first_layer_filters", None)):
+            raise ConfigError(
+                f"{self.name} needs a backbone with a linear first layer exposing first_layer_filters() "
+                f"(e.g. PatchNet, MLP); {type(backbone).__name__} has none"
+            )
+
     def _references(self, trainer: pl.Trainer, model: pl.LightningModule) -> dict[str, Any]:
         if self._refs is not None:
             return self._refs
-        needed_by = type(self).__name__
-        backbone = getattr(model, "backbone", model)
-        if not callable(getattr(backbone, "first_layer_filters", None)):
-            raise ConfigError(
-                f"{needed_by} needs a backbone with a linear first layer exposing first_layer_filters() "
-                f"(e.g. PatchNet, MLP); {type(backbone).__name__} has none"
-            )
         refs: dict[str, Any] = {"data_shape": tuple(model.data_shape)}
         if self.directions is None:
             dm = trainer.datamodule
-            refs["signal"] = require(dm, "signal_vectors", needed_by=needed_by, hint=NO_DIRECTIONS_HINT)().double()
-            refs["noise"] = require(dm, "noise_patches", needed_by=needed_by, hint=NO_DIRECTIONS_HINT)().double()
-            refs["labels"] = require(dm, "train_labels", needed_by=needed_by)()
-            refs["patches"] = (getattr(dm, "signal_patch", 0), getattr(dm, "noise_patch", 1))
+            refs["signal"], refs["noise"] = dm.signal_vectors().double(), dm.noise_patches().double()
+            refs["labels"] = dm.train_labels()
+            refs["patches"] = (dm.signal_patch, dm.noise_patch)
             refs["theory"] = linear_phase_increment_ratio(dm.train_tensor(), refs["signal"], refs["noise"])
         self._refs = refs
         return refs
@@ -151,9 +159,11 @@ class FeatureLearningCallback(DiagnosticCallback):
     def on_train_end(self, trainer, pl_module) -> None:
         self._ending = True
         super().on_train_end(trainer, pl_module)
-        if self.last and self._figure_step != trainer.global_step:  # the last step was measured but not drawn
+        reporter = RunReporter.for_trainer(trainer)  # on every rank: finding the run folder is a collective
+        # figures are drawn on rank zero only (report), so only there does _figure_step say what was drawn
+        if trainer.is_global_zero and self.last and self._figure_step != trainer.global_step:
             model = model_for_diagnostics(trainer, pl_module, self.use_ema)
-            self._draw(RunReporter.for_trainer(trainer), trainer.global_step, model, self.history)
+            self._draw(reporter, trainer.global_step, model, self.history)
         self._ending = False
 
     def report(self, reporter: RunReporter, values, step, trainer, model) -> None:
@@ -179,50 +189,3 @@ class FeatureLearningCallback(DiagnosticCallback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
         self.initial = state_dict.get("initial")
-
-
-def alignment_figure(last: dict[str, Tensor], history: list[dict[str, Any]], theory: float | None = None,
-                     filter_classes: Tensor | None = None):
-    """Heat map of ``<w_r, u>`` (filters x [signal vectors | noise patches]), signal and noise over training,
-    and the increment ratio with its linear-phase prediction (dashed) when there is one."""
-    from diffuse_feat.plotting import plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), gridspec_kw={"width_ratios": [1.6, 1, 1]})
-    blocks = [last[k] for k in ("signal", "noise", "directions") if k in last]
-    heat = torch.cat(blocks, dim=1).numpy()
-    limit = float(np.abs(heat).max()) or 1.0
-    image = axes[0].imshow(heat, aspect="auto", cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
-    fig.colorbar(image, ax=axes[0], fraction=0.04)
-    if "signal" in last:
-        k = last["signal"].shape[1]
-        axes[0].axvline(k - 0.5, color="k", lw=1)
-        axes[0].set_xlabel(f"mu_j (first {k}) | xi_i (training noise patches)")
-    else:
-        axes[0].set_xlabel("user-given direction")
-    if filter_classes is not None:
-        for boundary in torch.nonzero(filter_classes[1:] != filter_classes[:-1]).flatten().tolist():
-            axes[0].axhline(boundary + 0.5, color="k", lw=1)
-    axes[0].set_ylabel("filter r")
-    axes[0].set_title("<w_r, direction>")
-    steps = [h["step"] for h in history]
-    if "signal" in last:
-        curves = ("signal", "noise")
-    else:
-        curves = tuple(f"direction{k}_max_abs" for k in range(last["directions"].shape[1]))
-    for key in curves:
-        axes[1].plot(steps, [h[key] for h in history], label=key)
-    axes[1].set_xlabel("step")
-    axes[1].legend(fontsize=8)
-    axes[1].set_title("max over filters")
-    if "signal" in last:
-        axes[2].plot(steps, [h["increment_ratio"] for h in history], label="measured")
-        if theory is not None:
-            axes[2].axhline(theory, color="k", ls="--", label="linear-phase theory")
-        axes[2].set_yscale("symlog", linthresh=0.1)
-        axes[2].legend(fontsize=8)
-        axes[2].set_title("Delta signal / Delta noise")
-        axes[2].set_xlabel("step")
-    else:
-        axes[2].axis("off")
-    fig.tight_layout()
-    return fig

@@ -25,50 +25,34 @@ checkpoint only the pixel-level change is measured.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
-from diffuse_feat.data.base import require
+from diffuse_feat.data.capabilities import LatentTrees, TrainingSet
 from diffuse_feat.diagnostics.hierarchy import (
     bp_gaussian_forward_backward,
     classifier_read_out,
     image_forward_backward,
     learned_forward_backward,
 )
+from diffuse_feat.plotting.forward_backward import forward_backward_figure, image_forward_backward_figure
 from diffuse_feat.reporting import RunReporter
 from diffuse_feat.samplers import SamplerName, SeededNoise
 
 from .base import DiagnosticCallback
 
-__all__ = ["ForwardBackwardCallback", "plot_forward_backward"]
-
-
-def plot_forward_backward(ax_class, ax_levels, sigma: Sequence[float], learned: dict | None, exact: dict | None,
-                          title: str = "") -> None:
-    """Class preservation (left axis) and per-level ``p_unchanged`` (right axis) against sigma: the exact BP
-    curves solid, the learned ones dashed (levels coloured from root, dark, to leaves, light)."""
-    for curves, style, label in ((exact, "-", "exact BP"), (learned, "--", "learned")):
-        if curves is None:
-            continue
-        ax_class.plot(sigma, curves["p_class"], style, marker="o", ms=3, label=label)
-        rows = list(zip(*curves["p_unchanged"], strict=True))  # [level][sigma]
-        for level, row in enumerate(rows):
-            colour = (0.1, 0.2 + 0.7 * level / max(1, len(rows) - 1), 0.5)
-            ax_levels.plot(sigma, row, style, color=colour, label=f"l={level}" if style == "-" else None)
-    for ax, what in ((ax_class, "P(class preserved)"), (ax_levels, "P(level-l symbol unchanged)")):
-        ax.set_xscale("log")
-        ax.set_xlabel("sigma")
-        ax.set_ylabel(what)
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
-    ax_class.set_title(title)
+__all__ = ["ForwardBackwardCallback"]
 
 
 class ForwardBackwardCallback(DiagnosticCallback):
-    """Forward–backward reconstruction of an RHM diffusion model against exact BP.
+    """Forward–backward reconstruction of an RHM diffusion model against exact BP, or of images read by a
+    classifier.
 
     Args:
+        mode: ``"rhm"`` (the data's latent trees: exact parsing and exact BP; needs ``LatentTrees``) or ``"images"``
+            (any data; a classifier reads ``x_hat_0``). Never switched silently: RHM mode on data without trees
+            stops at setup.
         sigmas: noise levels of the forward step (sigma-space, data encoding of the DataModule).
         num_probes: validation samples used as ``x_0`` (always the same ones).
         num_steps, sampler: the reverse run from each sigma (``stochastic`` = ancestral, a posterior sample
@@ -78,11 +62,15 @@ class ForwardBackwardCallback(DiagnosticCallback):
     (images): ``p_class_s<sigma>`` and ``change_<depth>_s<sigma>``.
     """
 
-    def __init__(self, every_n_steps: int = 500, sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
+    def __init__(self, every_n_steps: int = 500, mode: Literal["rhm", "images"] = "rhm",
+                 sigmas: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0),
                  num_probes: int = 128, num_steps: int = 16, sampler: SamplerName = "stochastic",
                  classifier_checkpoint: str | None = None, use_ema: bool = True, seed: int = 0,
                  at_train_end: bool = True, name: str | None = None):
         super().__init__(every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, seed=seed, name=name)
+        if mode not in ("rhm", "images"):
+            raise ValueError(f"ForwardBackwardCallback.mode must be 'rhm' or 'images', got {mode!r}")
+        self.mode = mode
         self.sigmas = [float(s) for s in sigmas]
         self.num_probes, self.num_steps, self.sampler = num_probes, num_steps, sampler
         self.classifier_checkpoint = classifier_checkpoint
@@ -125,26 +113,29 @@ class ForwardBackwardCallback(DiagnosticCallback):
             values["p_class"] = res["p_class"]
         return values
 
+    def required_capabilities(self) -> tuple[type, ...]:
+        return (TrainingSet, LatentTrees) if self.mode == "rhm" else (TrainingSet,)
+
+    def missing_capability_hint(self) -> str:
+        return "for other data pass mode='images' (and classifier_checkpoint= to read classes)"
+
     def _probes(self, dm) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-        who = f"{type(self).__name__} (forward-backward)"
-        require(dm, "parse", needed_by=who, hint="use diffuse_feat.data.rhm.RHMDataModule")
-        trees = require(dm, "val_trees", needed_by=who)()
         x0 = dm.val_tensor()[: self.num_probes]
         seeds = list(range(self.seed, self.seed + x0.shape[0]))
-        return x0, [t[: x0.shape[0]] for t in trees], seeds
+        return x0, [t[: x0.shape[0]] for t in dm.val_trees()], seeds
 
     def exact_curves(self, dm) -> dict:
         """The BP reference on the probes with the very noise the model sees (computed once, on CPU)."""
         if self._exact is None:
             x0, trees, seeds = self._probes(dm)
-            bp = require(dm, "bp_denoiser", needed_by=type(self).__name__)()
+            bp = dm.bp_denoiser()
             noise = SeededNoise(seeds).randn_like(x0)
             self._exact = bp_gaussian_forward_backward(bp, x0, trees, self.sigmas, noise, seed=self.seed)
         return self._exact
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
         dm = trainer.datamodule
-        if getattr(dm, "parse", None) is None:
+        if self.mode == "images":
             return self.measure_images(dm, model, pl_module.device)
         x0, trees, seeds = self._probes(dm)
         exact = self.exact_curves(dm)
@@ -162,20 +153,8 @@ class ForwardBackwardCallback(DiagnosticCallback):
         return values
 
     def report(self, reporter: RunReporter, values, step, trainer, model) -> None:
-        from diffuse_feat.plotting import plt
-
-        if self._images is not None:
-            fig, ax = plt.subplots(figsize=(5, 3.5))
-            if "p_class" in self._images:
-                ax.plot(self.sigmas, self._images["p_class"], "ko-", ms=3, label="P(class preserved)")
-            for depth in self._images["depths"]:
-                ax.plot(self.sigmas, [c / 2 for c in self._images["change"][depth]], label=f"change/2: {depth}")
-            ax.set(xscale="log", xlabel="sigma", title=f"step {step}")
-            ax.legend(fontsize=7)
-            fig.tight_layout()
-            reporter.figure(f"figures/{self.name}", fig, step)
-            return
-        fig, (ax_class, ax_levels) = plt.subplots(1, 2, figsize=(9, 3.5))
-        plot_forward_backward(ax_class, ax_levels, self.sigmas, self._learned, self._exact, title=f"step {step}")
-        fig.tight_layout()
+        if self.mode == "images":
+            fig = image_forward_backward_figure(self.sigmas, self._images, title=f"step {step}")
+        else:
+            fig = forward_backward_figure(self.sigmas, self._learned, self._exact, title=f"step {step}")
         reporter.figure(f"figures/{self.name}", fig, step)

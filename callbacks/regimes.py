@@ -20,35 +20,18 @@ of the nearest training point (exact for a memorizer's samples, a 1-nearest-neig
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
 
-from diffuse_feat.data.base import MissingGroundTruth, provides, require
-from diffuse_feat.diagnostics.cloning import (
-    classifier_labeler,
-    cloning_experiment,
-    exact_cloning_predictions,
-    nearest_train_labeler,
-)
-from diffuse_feat.diagnostics.collapse import (
-    COLLAPSE_ENTROPY_LEVEL,
-    COLLAPSE_PHI_LEVEL,
-    entropy_proxy,
-    estimate_collapse_time,
-    estimate_speciation_time,
-)
-from diffuse_feat.diagnostics.regimes_theory import (
-    SPECIATION_LEVEL,
-    gaussian_collapse_time,
-    gaussian_excess_entropy,
-    gm_excess_entropy,
-    speciation_time,
-)
+from diffuse_feat.data.capabilities import GaussianReference, MixtureTheory, OracleLabels, TrainingSet
+from diffuse_feat.diagnostics.cloning import classifier_labeler, cloning_experiment, nearest_train_labeler
+from diffuse_feat.diagnostics.regimes_references import regimes_references, regimes_summary
+from diffuse_feat.errors import MissingGroundTruth
 from diffuse_feat.ou import Method, ou_time_grid
+from diffuse_feat.plotting.regimes import regimes_figure
 from diffuse_feat.reporting import RunReporter
 
 from .base import DiagnosticCallback
@@ -122,20 +105,21 @@ class RegimesCallback(DiagnosticCallback):
         self._last: dict[str, Any] | None = None
 
     # ----- labeler and references (once) -----------------------------------------------------------
+    def required_capabilities(self) -> tuple[type, ...]:
+        needed = (TrainingSet, GaussianReference)  # the empirical score and the covariance give the references
+        return (*needed, OracleLabels) if self.labeler == "oracle" else needed
+
+    def missing_capability_hint(self) -> str:
+        return "use labeler='classifier' with classifier_checkpoint, or labeler='nearest_train'"
+
     def make_labeler(self, trainer: pl.Trainer, device: torch.device):
         """``x -> class`` as ``labeler`` says (``"auto"``: the data's oracle, else the classifier checkpoint),
         or a clear error naming what is missing."""
         dm, choice = trainer.datamodule, self.labeler
-        owner = type(dm).__name__ if dm is not None else "no DataModule"
-        if choice in ("auto", "oracle") and provides(dm, "oracle_labels"):
+        if choice in ("auto", "oracle") and isinstance(dm, OracleLabels):
             return dm.oracle_labels
-        if choice == "oracle":
-            raise MissingGroundTruth(f"RegimesCallback.labeler='oracle' but {owner} has no `oracle_labels`; use "
-                                     "labeler='classifier' with classifier_checkpoint, or labeler='nearest_train'")
         if choice == "nearest_train":
-            needed_by = type(self).__name__
-            train = require(dm, "train_tensor", needed_by=needed_by)()
-            return nearest_train_labeler(train, require(dm, "train_labels", needed_by=needed_by)())
+            return nearest_train_labeler(dm.train_tensor(), dm.train_labels())
         if self.classifier_checkpoint:
             from diffuse_feat.modules.classification import ClassificationModule
 
@@ -144,52 +128,30 @@ class RegimesCallback(DiagnosticCallback):
             ).eval()
             return classifier_labeler(classifier, self.classifier_sigma)
         raise MissingGroundTruth(
-            f"RegimesCallback needs a labeler for phi(t), but {owner} has no `oracle_labels`; pass "
-            "classifier_checkpoint=<path to a ClassificationModule .ckpt> "
+            f"{self.name} needs a labeler for phi(t), but {type(dm).__name__} has no `oracle_labels` (OracleLabels); "
+            "pass classifier_checkpoint=<path to a ClassificationModule .ckpt> "
             "(e.g. trained with configs/digits/classifier.yaml), or labeler='nearest_train'"
         )
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
         if self._labeler is None:  # fail before training, not at the first measurement
             self._labeler = self.make_labeler(trainer, pl_module.device)
 
     def _references(self, trainer: pl.Trainer) -> dict[str, Any]:
-        if self._refs is not None:
-            return self._refs
-        dm, needed_by = trainer.datamodule, type(self).__name__
-        train = require(dm, "train_tensor", needed_by=needed_by)()
-        n, d = train.shape[0], train[0].numel()
-        labels = dm.train_labels() if provides(dm, "train_labels") and getattr(dm, "num_classes", 0) >= 2 else None
-        if labels is not None and bool((labels < 0).any()):
-            labels = None
-        if provides(dm, "top_eigenvalue"):
-            top = float(dm.top_eigenvalue)
-            eigenvalues = None
-        else:
-            eigenvalues = require(dm, "covariance_eigh", needed_by=needed_by)()[0]
-            top = float(eigenvalues[0])
-        times = self.clone_times
-        refs: dict[str, Any] = {"train": train, "t_S_theory": float(speciation_time(top)), "alpha": math.log(n) / d}
-        refs["phi_theory"] = dm.cloning_theory(times) if provides(dm, "cloning_theory") else None
-        gm = provides(dm, "collapse_time") and provides(dm, "component_std")
-        if gm:
-            refs["t_C_theory"] = float(dm.collapse_time(n))
-            f_theory = gm_excess_entropy(times, n, d, dm.component_std, clip=True)
-        else:
-            eigenvalues = eigenvalues if eigenvalues is not None else dm.covariance_eigh()[0]
-            refs["t_C_theory"] = gaussian_collapse_time(n, eigenvalues)
-            f_theory = gaussian_excess_entropy(times, n, eigenvalues, clip=True)
-        refs["f_theory_over_alpha"] = f_theory / refs["alpha"]
-        empirical = require(dm, "empirical_denoiser", needed_by=needed_by)()
-        exact = exact_cloning_predictions(empirical, times, labels=labels, num_samples=self.reference_samples,
-                                          seed=self.seed + 1)
-        refs["phi_collapse_memorizer"] = exact["phi_collapse"]
-        refs["phi_memorizer"] = exact.get("phi")
-        entropy = entropy_proxy(empirical, times, num_samples=self.reference_samples, seed=self.seed + 2)
-        refs["f_e_over_alpha"] = entropy["f_e"] / entropy["alpha"]
-        refs["t_C_entropy"] = estimate_collapse_time(times, refs["f_e_over_alpha"], COLLAPSE_ENTROPY_LEVEL)
-        self._refs = refs
-        return refs
+        if self._refs is None:
+            dm = trainer.datamodule
+            train = dm.train_tensor()
+            labels = dm.train_labels() if dm.num_classes >= 2 else None
+            if labels is not None and bool((labels < 0).any()):
+                labels = None
+            mixture = dm if isinstance(dm, MixtureTheory) else None
+            self._refs = regimes_references(
+                dm.empirical_denoiser(), self.clone_times, n=train.shape[0], d=train[0].numel(),
+                eigenvalues=None if mixture is not None else dm.covariance_eigh()[0], mixture=mixture, labels=labels,
+                reference_samples=self.reference_samples, seed=self.seed)
+            self._refs["train"] = train
+        return self._refs
 
     # ----- measurement ------------------------------------------------------------------------------
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
@@ -201,62 +163,10 @@ class RegimesCallback(DiagnosticCallback):
             num_pairs=self.num_pairs, times=self.grid, method=self.method, seed=self.seed, device=pl_module.device,
             max_batch=self.max_batch,
         )
-        t_hat = res["t_hat_C"]
-        times = self.clone_times
-        values: dict[str, Any] = {
-            "t_S_theory": refs["t_S_theory"],
-            "t_S_measured": estimate_speciation_time(times, res["phi"]),
-            "t_C_theory": refs["t_C_theory"],
-            "t_C_entropy": refs["t_C_entropy"],
-            "t_C_measured": float(t_hat.mean()),
-            "t_C_measured_median": float(t_hat.median()),
-            "t_C_phi": estimate_collapse_time(times, res["phi_collapse"], COLLAPSE_PHI_LEVEL),
-            "end_distance": float(res["end_distance"].mean()),
-            "clone_times": times,
-            "phi": res["phi"],
-            "phi_se": res["phi_se"],
-            "phi_collapse": res["phi_collapse"],
-            "phi_collapse_se": res["phi_collapse_se"],
-            "phi_collapse_memorizer": refs["phi_collapse_memorizer"],
-            "f_e_over_alpha": refs["f_e_over_alpha"],
-        }
-        if refs["phi_theory"] is not None:
-            values["phi_theory"] = refs["phi_theory"]
-        if refs["phi_memorizer"] is not None:
-            values["phi_memorizer"] = refs["phi_memorizer"]
-        self._last = {"t_hat_C": t_hat}
-        return values
+        self._last = {"t_hat_C": res["t_hat_C"]}
+        return regimes_summary(res, refs)
 
     # ----- figure -------------------------------------------------------------------------------------
     def report(self, reporter: RunReporter, values, step, trainer, model) -> None:
-        from diffuse_feat.plotting import plt
-
-        refs, t = self._refs, self.clone_times.numpy()
-        fig, (ax_s, ax_c, ax_h) = plt.subplots(1, 3, figsize=(13, 3.6))
-        ax_s.errorbar(t, values["phi"], yerr=values["phi_se"], fmt="o-", ms=3, label="model")
-        if "phi_theory" in values:
-            ax_s.plot(t, values["phi_theory"], "k-", lw=1, label="theory (population score)")
-        if "phi_memorizer" in values:
-            ax_s.plot(t, values["phi_memorizer"], "k:", lw=1, label="exact empirical score")
-        ax_s.axhline(SPECIATION_LEVEL, color="grey", lw=0.5)
-        ax_s.axvline(values["t_S_theory"], color="k", ls="--", lw=1, label="$t_S$ theory")
-        if math.isfinite(values["t_S_measured"]):
-            ax_s.axvline(values["t_S_measured"], color="C0", lw=1, label="$t_S$ measured")
-        ax_s.set(xlabel="clone time t (OU)", ylabel=r"$\phi$ (same class)", title="speciation")
-        ax_c.errorbar(t, values["phi_collapse"], yerr=values["phi_collapse_se"], fmt="o-", ms=3,
-                      label=r"model $\phi_C$")
-        ax_c.plot(t, values["phi_collapse_memorizer"], "k:", lw=1, label=r"exact empirical $\phi_C$")
-        ax_c.plot(t, values["f_e_over_alpha"], "C2--", lw=1, label=r"$f^e/\alpha$ (training set)")
-        ax_c.plot(t, refs["f_theory_over_alpha"].numpy(), "C2-", lw=0.7, label=r"$\max(f,0)/\alpha$ theory")
-        ax_c.axvline(values["t_C_theory"], color="k", ls="--", lw=1, label="$t_C$ theory")
-        ax_c.axvline(values["t_C_measured"], color="C0", lw=1, label=r"mean $\hat t_C$")
-        ax_c.set(xlabel="clone time t (OU)", ylabel="probability", title="collapse", ylim=(-0.05, 1.05))
-        ax_h.hist(self._last["t_hat_C"].numpy(), bins=30, color="C0", alpha=0.7)
-        ax_h.axvline(values["t_C_theory"], color="k", ls="--", lw=1, label="$t_C$ theory")
-        ax_h.axvline(values["t_C_measured"], color="C0", lw=1, label="mean")
-        ax_h.set(xlabel=r"$\hat t_C$ (last change of the nearest training point)", ylabel="trajectories",
-                 title=f"step {step}")
-        for ax in (ax_s, ax_c, ax_h):
-            ax.legend(fontsize=6)
-        fig.tight_layout()
+        fig = regimes_figure(values, self._last["t_hat_C"], self._refs["f_theory_over_alpha"], title=f"step {step}")
         reporter.figure(f"figures/{self.name}", fig, step)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torchvision.utils import make_grid
 
+from diffuse_feat.data.capabilities import TrainingSet
+from diffuse_feat.plotting.samples import samples_scatter
 from diffuse_feat.reporting import RunReporter
 from diffuse_feat.samplers import generate
 
@@ -30,7 +32,7 @@ class SampleGridCallback(DiagnosticCallback):
         samples = generate(model, model.data_shape, seeds, num_steps=self.num_steps, sampler=self.sampler,
                            device=pl_module.device)
         self._samples = samples.cpu()
-        real = trainer.datamodule.train_tensor() if hasattr(trainer.datamodule, "train_tensor") else None
+        real = trainer.datamodule.train_tensor() if isinstance(trainer.datamodule, TrainingSet) else None
         values = {"sample_mean": samples.mean().item(), "sample_std": samples.std().item()}
         if real is not None:
             values.update(data_mean=real.mean().item(), data_std=real.std().item())
@@ -38,8 +40,8 @@ class SampleGridCallback(DiagnosticCallback):
 
     def report(self, reporter: RunReporter, values, step, trainer, model):
         samples = self._samples
-        has_real = hasattr(trainer.datamodule, "train_tensor")
-        real = trainer.datamodule.train_tensor()[: self.num_samples] if has_real else None
+        real = trainer.datamodule.train_tensor()[: self.num_samples] if isinstance(trainer.datamodule, TrainingSet) \
+            else None
         if samples.ndim == 4:
             nrow = max(1, int(self.num_samples**0.5))
             to_unit = lambda t: ((t.float() + 1) / 2).clamp(0, 1)  # noqa: E731  data live in [-1, 1]
@@ -47,15 +49,4 @@ class SampleGridCallback(DiagnosticCallback):
             if real is not None:
                 reporter.images(f"samples/{self.name}/real", make_grid(to_unit(real), nrow=nrow, pad_value=1), step)
         elif samples.ndim == 2 and samples.shape[1] == 2:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            import matplotlib.pyplot as plt
-
-            fig, ax = plt.subplots(figsize=(4, 4))
-            if real is not None:
-                ax.scatter(*real.T, s=4, alpha=0.4, label="real")
-            ax.scatter(*samples.T, s=4, alpha=0.7, label="generated")
-            ax.legend(loc="upper right")
-            ax.set_title(f"step {step}")
-            reporter.figure(f"samples/{self.name}", fig, step)
+            reporter.figure(f"samples/{self.name}", samples_scatter(samples, real, title=f"step {step}"), step)

@@ -24,6 +24,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from .errors import UserError
+from .lightning_private import instantiate_cli_trainer
 from .modules.base import BackboneModule
 from .reporting import JSONL_NAME
 
@@ -62,11 +63,9 @@ class DiffuseFeatCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         # The `checkpoint` group always builds a ModelCheckpoint; drop it when the user turned checkpointing off.
-        trainer_config = {**self._get(self.config_init, "trainer", default={}), **kwargs}
-        extra = [self._get(self.config_init, key) for key in self._parser(self.subcommand).callback_keys]
-        if trainer_config.get("enable_checkpointing") is False:
-            extra = [cb for cb in extra if not isinstance(cb, ModelCheckpoint)]
-        return self._instantiate_trainer(trainer_config, extra)
+        config = self.config_init[self.subcommand] if self.subcommand else self.config_init
+        checkpointing = {**config.get("trainer", {}), **kwargs}.get("enable_checkpointing") is not False
+        return instantiate_cli_trainer(self, lambda cb: checkpointing or not isinstance(cb, ModelCheckpoint), **kwargs)
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config

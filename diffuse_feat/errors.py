@@ -28,5 +28,8 @@ class NonFiniteLossError(UserError, FloatingPointError):
     pass
 
 
-class MissingGroundTruth(UserError, AttributeError):
-    """A diagnostic asked a DataModule for something it does not know."""
+class MissingGroundTruth(UserError, LookupError):
+    """A diagnostic asked a DataModule for something it does not know.
+
+    Not an ``AttributeError``: raised inside a property it would be swallowed by ``hasattr``/``getattr`` and the
+    capability would silently look absent."""

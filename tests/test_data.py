@@ -6,9 +6,6 @@ from diffuse_feat.data import (
     EpochSeededSampler,
     GaussianMixtureDataModule,
     LowRankGaussianDataModule,
-    MissingGroundTruth,
-    provides,
-    require,
 )
 
 
@@ -89,14 +86,6 @@ def test_epoch_seeded_sampler_depends_only_on_seed_and_epoch():
     list(b)
     b.set_epoch(2)
     assert list(b) == first and sorted(first) == list(range(10))
-
-
-def test_ground_truth_contract_names_what_is_missing():
-    dm = DigitsDataModule()
-    assert provides(dm, "gaussian_denoiser") and not provides(dm, "population_denoiser")
-    expected = "MyCallback needs `population_denoiser` from the data, but DigitsDataModule"
-    with pytest.raises(MissingGroundTruth, match=expected):
-        require(dm, "population_denoiser", needed_by="MyCallback")
 
 
 @pytest.mark.parametrize("kwargs,match", [({"n_train": 0}, "data.n_train"), ({"batch_size": 0}, "data.batch_size"),

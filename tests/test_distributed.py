@@ -35,7 +35,7 @@ GAUSSIAN_STRUCTURE = {"every_n_steps": 3, "num_pairs": 8, "num_sigmas": 6, "jaco
                       "jacobian_points": 1, "num_samples": 4, "sample_steps": 4}
 REGIMES = {"every_n_steps": 3, "num_pairs": 8, "clone_times": [0.2, 0.6, 1.2], "t_max": 2.0, "step": 0.25,
            "num_geometric": 6, "reference_samples": 100, "labeler": "nearest_train"}
-FORWARD_BACKWARD = {"every_n_steps": 3, "sigmas": [0.1, 1.0], "num_probes": 8, "num_steps": 4}
+FORWARD_BACKWARD = {"every_n_steps": 3, "mode": "images", "sigmas": [0.1, 1.0], "num_probes": 8, "num_steps": 4}
 FEATURE_LEARNING = {"every_n_steps": 3, "histograms": False, "directions": torch.eye(2, 64).tolist()}
 
 

@@ -359,7 +359,7 @@ def test_callback_writes_jsonl_tensorboard_and_keeps_its_initial_alignments(tmp_
 def test_callback_says_when_the_data_has_no_directions_and_projects_on_given_ones(tmp_path):
     dm = DigitsDataModule(n_train=32, n_val=0, batch_size=32)
     model = DiffusionModule(functools.partial(MLP, width=16, depth=1), data_shape=dm.data_shape)
-    with pytest.raises(MissingGroundTruth, match="signal_vectors.*DigitsDataModule.*directions="):
+    with pytest.raises(MissingGroundTruth, match="PlantedFeatures.*DigitsDataModule.*directions="):
         _fit(model, dm, 1, every=1, root=tmp_path)
     directions = torch.zeros(2, 64)
     directions[0, 0], directions[1, 1] = 1.0, 2.0

@@ -324,7 +324,7 @@ def test_callback_reads_classes_with_a_classifier_checkpoint_or_says_what_is_mis
     _fit(dm, [cb], tmp_path, steps=1)
     assert len(cb.history) == 1 and len(cb.history[0]["phi"]) == 4
     assert "phi_theory" not in cb.history[0] and len(cb.history[0]["phi_memorizer"]) == 4
-    with pytest.raises(MissingGroundTruth, match="oracle_labels"):
+    with pytest.raises(MissingGroundTruth, match="OracleLabels.*DigitsDataModule.*nearest_train"):
         _fit(dm, [RegimesCallback(every_n_steps=0, labeler="oracle", **_SMALL)], tmp_path, steps=1)
 
 

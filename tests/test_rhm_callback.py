@@ -43,13 +43,16 @@ def test_fit_writes_forward_backward_records_with_the_exact_curve(tmp_path):
     assert records[0]["values"]["bp_p_class"] == values["bp_p_class"]
 
 
-def test_callback_names_the_missing_ground_truth():
-    class Plain:
-        def val_tensor(self):
-            raise AssertionError("unreachable")
+def test_rhm_mode_on_data_without_trees_stops_at_setup_and_says_how_to_switch():
+    """Never a silent switch to image mode: the mode is an argument."""
+    class Trainer:
+        datamodule = DigitsDataModule(n_train=16)
 
-    with pytest.raises(MissingGroundTruth, match="parse"):
-        ForwardBackwardCallback()._probes(Plain())
+    with pytest.raises(MissingGroundTruth, match="LatentTrees.*DigitsDataModule.*mode='images'"):
+        ForwardBackwardCallback().setup(Trainer(), None, "fit")
+    ForwardBackwardCallback(mode="images").setup(Trainer(), None, "fit")
+    with pytest.raises(ValueError, match="mode"):
+        ForwardBackwardCallback(mode="image")
 
 
 def test_images_variant_reads_x_hat_with_a_classifier_checkpoint(tmp_path):
@@ -62,7 +65,7 @@ def test_images_variant_reads_x_hat_with_a_classifier_checkpoint(tmp_path):
 
     model = DiffusionModule(functools.partial(MLP, width=32, depth=1), data_shape=(1, 8, 8))
     sigmas = [1e-4, 20.0]
-    callback = ForwardBackwardCallback(every_n_steps=0, sigmas=sigmas, num_probes=16, num_steps=3,
+    callback = ForwardBackwardCallback(every_n_steps=0, mode="images", sigmas=sigmas, num_probes=16, num_steps=3,
                                        classifier_checkpoint=str(checkpoint))
     trainer = make_trainer(max_steps=2, callbacks=[callback], log_dir=tmp_path, name="digits",
                            check_val_every_n_epoch=None, limit_val_batches=0, log_every_n_steps=1)
@@ -78,7 +81,7 @@ def test_images_variant_probes_training_images_when_none_are_held_out():
     """The image configs hold nothing out (n_val = 0): the probes are then the first training images."""
     dm = DigitsDataModule(n_val=0, batch_size=64)
     dm.setup()
-    callback = ForwardBackwardCallback(num_probes=5)
+    callback = ForwardBackwardCallback(mode="images", num_probes=5)
     assert torch.equal(callback.image_probes(dm), dm.train_tensor()[:5])
     model = DiffusionModule(functools.partial(MLP, width=16, depth=1), data_shape=(1, 8, 8)).eval()
     values = callback.measure_images(dm, model, torch.device("cpu"))

@@ -1,11 +1,10 @@
-"""In-memory DataModules and the ground-truth contract.
+"""In-memory DataModules.
 
 A :class:`TensorDataModule` holds its training and validation tensors in memory (every dataset the
 papers study fits) and offers what it knows about them: the training tensor and labels, the
 empirical mean and covariance (eigendecomposition cached), the exact Gaussian and empirical
-denoisers, and whatever else a subclass adds (population denoisers, oracle labelers, feature
-directions, theory values). A callback asks for what it needs with :func:`require`, which says
-clearly what is missing.
+denoisers (the capabilities ``TrainingSet`` and ``GaussianReference``), and whatever else a subclass
+declares (:mod:`diffuse_feat.data.capabilities` lists them all).
 """
 
 from __future__ import annotations
@@ -19,54 +18,37 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ..denoisers import EmpiricalDenoiser, GaussianDenoiser
-from ..errors import ConfigError, MissingGroundTruth
+from ..errors import ConfigError
+from .capabilities import GaussianReference, TrainingSet
 
-__all__ = [
-    "TensorDataModule",
-    "TensorBatches",
-    "tensor_loader",
-    "EpochSeededSampler",
-    "MissingGroundTruth",
-    "require",
-    "provides",
-]
-
-
-def provides(datamodule, name: str) -> bool:
-    """Whether ``datamodule`` offers the ground-truth item ``name`` (a method or attribute)."""
-    return datamodule is not None and getattr(datamodule, name, None) is not None
-
-
-def require(datamodule, name: str, *, needed_by: str, hint: str = ""):
-    """Return ``datamodule.<name>`` or stop with one sentence naming who needs what from whom."""
-    if provides(datamodule, name):
-        return getattr(datamodule, name)
-    owner = type(datamodule).__name__ if datamodule is not None else "no DataModule (trainer.datamodule is None)"
-    raise MissingGroundTruth(
-        f"{needed_by} needs `{name}` from the data, but {owner} does not provide it"
-        + (f"; {hint}" if hint else "; use a DataModule that knows it or pass it to the callback explicitly")
-    )
+__all__ = ["TensorDataModule", "TensorBatches", "tensor_loader", "EpochSeededSampler"]
 
 
 class EpochSeededSampler(Sampler[int]):
-    """Random permutation that depends only on ``(seed, epoch)``.
+    """Random permutations of ``range(num_samples)`` laid end to end, ``length`` indices per epoch (default: one
+    permutation), that depend only on ``(seed, epoch)``.
 
     Lightning calls ``set_epoch`` before every epoch, so a run resumed from a checkpoint sees the
-    same data order as an uninterrupted one (a generator carried across epochs would not).
+    same data order as an uninterrupted one (a generator carried across epochs would not). A ``length`` of
+    several permutations makes one epoch a fixed number of steps whatever the training-set size (full-batch
+    gradient descent, tiny training sets), so Lightning's per-epoch cost does not dominate.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0):
+    def __init__(self, num_samples: int, seed: int = 0, length: int | None = None):
         self.num_samples, self.seed, self.epoch = num_samples, seed, 0
+        self.length = num_samples if length is None else length
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[int]:
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.randperm(self.num_samples, generator=g).tolist())
+        count = -(-self.length // self.num_samples)  # permutations needed to cover ``length``
+        permutations = [torch.randperm(self.num_samples, generator=g) for _ in range(count)]
+        return iter(torch.cat(permutations)[: self.length].tolist())
 
     def __len__(self) -> int:
-        return self.num_samples
+        return self.length
 
 
 class TensorBatches(Dataset):
@@ -100,7 +82,7 @@ def tensor_loader(tensors: Sequence[Tensor], batch_size: int, sampler: Sampler |
                       num_workers=num_workers, collate_fn=TensorBatches.collate, drop_last=False)
 
 
-class TensorDataModule(pl.LightningDataModule):
+class TensorDataModule(pl.LightningDataModule, TrainingSet, GaussianReference):
     """Base for in-memory datasets. Subclasses set ``data_shape``/``num_classes`` in ``__init__``
     and implement :meth:`build` returning the full pool ``(x, y)``; this class splits it into a
     seeded validation set of ``n_val`` and a seeded training subset of ``n_train``.

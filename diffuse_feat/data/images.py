@@ -82,26 +82,32 @@ class _LabeledImageDataModule(TensorDataModule):
 
 
 class _DownloadableDataModule(_LabeledImageDataModule):
-    """A torchvision dataset whose training files live in ``<root>/<subfolder>``."""
+    """A torchvision dataset whose training files live in ``<root>/<subfolder>``; subclasses only say which.
+
+    Args:
+        root: the folder holding ``<subfolder>``; download: fetch the files there first if missing (needs internet).
+        classes: keep only these labels (relabelled 0..k-1 in the order given); batch_size, n_train, n_val, seed,
+            num_workers: as in :class:`~diffuse_feat.data.base.TensorDataModule`.
+    """
 
     display_name: str  # for messages
     torchvision_name: str  # class in torchvision.datasets that knows how to download it
     subfolder: str
     file_names: tuple[str, ...]
+    image_shape: tuple[int, int, int]
 
     def __init__(
         self,
-        root: str,
-        download: bool,
-        data_shape: tuple[int, int, int],
-        classes: list[int] | None,
-        batch_size: int,
-        n_train: int | None,
-        n_val: int,
-        seed: int,
-        num_workers: int,
+        root: str = "data",
+        download: bool = False,
+        classes: list[int] | None = None,
+        batch_size: int = 128,
+        n_train: int | None = None,
+        n_val: int = 0,
+        seed: int = 0,
+        num_workers: int = 0,
     ):
-        super().__init__(root, data_shape, classes, batch_size, n_train, n_val, seed, num_workers)
+        super().__init__(root, self.image_shape, classes, batch_size, n_train, n_val, seed, num_workers)
         self.download = download
 
     @property
@@ -135,19 +141,7 @@ class MNISTDataModule(_DownloadableDataModule):
 
     display_name, torchvision_name, subfolder = "MNIST", "MNIST", "MNIST/raw"
     file_names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte")
-
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = False,
-        classes: list[int] | None = None,
-        batch_size: int = 128,
-        n_train: int | None = None,
-        n_val: int = 0,
-        seed: int = 0,
-        num_workers: int = 0,
-    ):
-        super().__init__(root, download, (1, 28, 28), classes, batch_size, n_train, n_val, seed, num_workers)
+    image_shape = (1, 28, 28)
 
     def read_files(self) -> tuple[Tensor, Tensor]:
         from torchvision.datasets.mnist import read_image_file, read_label_file
@@ -168,19 +162,7 @@ class CIFAR10DataModule(_DownloadableDataModule):
 
     display_name, torchvision_name, subfolder = "CIFAR-10", "CIFAR10", "cifar-10-batches-py"
     file_names = tuple(f"data_batch_{i}" for i in range(1, 6))
-
-    def __init__(
-        self,
-        root: str = "data",
-        download: bool = False,
-        classes: list[int] | None = None,
-        batch_size: int = 128,
-        n_train: int | None = None,
-        n_val: int = 0,
-        seed: int = 0,
-        num_workers: int = 0,
-    ):
-        super().__init__(root, download, (3, 32, 32), classes, batch_size, n_train, n_val, seed, num_workers)
+    image_shape = (3, 32, 32)
 
     def read_files(self) -> tuple[Tensor, Tensor]:
         images, labels = [], []

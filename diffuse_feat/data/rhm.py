@@ -19,6 +19,7 @@ from torch import Tensor
 from ..denoisers.rhm_bp import RHMBeliefPropagation
 from ..errors import ConfigError
 from .base import TensorDataModule
+from .capabilities import LatentTrees, OracleLabels
 
 __all__ = ["RHMGrammar", "RHMDataModule"]
 
@@ -94,7 +95,7 @@ class RHMGrammar:
         return trees
 
 
-class RHMDataModule(TensorDataModule):
+class RHMDataModule(TensorDataModule, LatentTrees, OracleLabels):
     """RHM data as one-hot strings ``[v, s^L]`` (channels first), labels = the root class.
 
     Each symbol ``a`` is encoded as ``scale (e_a - center / v)``: with the defaults the one-hot minus its mean

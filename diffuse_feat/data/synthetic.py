@@ -10,11 +10,12 @@ from torch import Tensor
 from ..denoisers import GaussianDenoiser, GaussianMixtureDenoiser
 from ..diagnostics.regimes_theory import gm_cloning_curve, gm_collapse_time
 from .base import TensorDataModule
+from .capabilities import MixtureTheory, OracleLabels, PopulationScore
 
 __all__ = ["GaussianMixtureDataModule", "LowRankGaussianDataModule"]
 
 
-class GaussianMixtureDataModule(TensorDataModule):
+class GaussianMixtureDataModule(TensorDataModule, PopulationScore, OracleLabels, MixtureTheory):
     """``sum_k (1/K) N(m_k, component_std^2 I)`` in ``dim`` dimensions with ``|m_k|^2 = dim * mean_scale^2``.
 
     With ``n_components = 2`` (default) the means are ``+m`` and ``-m`` (Biroli et al.'s model);
@@ -94,7 +95,7 @@ class GaussianMixtureDataModule(TensorDataModule):
         return x.float(), comp
 
 
-class LowRankGaussianDataModule(TensorDataModule):
+class LowRankGaussianDataModule(TensorDataModule, PopulationScore):
     """``N(mean_offset * 1, U diag(lambda) U^T)`` in ``dim`` dimensions with ``rank`` non-zero eigenvalues
     ``lambda_i = top_eigenvalue * decay^i`` along a random orthonormal basis ``U``.
 

@@ -15,39 +15,20 @@ and ``n_val`` fresh samples form the test set, which is what the paper's theory 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ..errors import ConfigError
-from .base import TensorDataModule, tensor_loader
+from .base import EpochSeededSampler, TensorDataModule, tensor_loader
+from .capabilities import PlantedFeatures
 from .digits import DigitsDataModule
 
-__all__ = ["TwoPatchDataModule", "NoisyImagePatchDataModule", "RepeatedPermutations"]
+__all__ = ["TwoPatchDataModule", "NoisyImagePatchDataModule"]
 
 
-class RepeatedPermutations(Sampler[int]):
-    """``repeats`` random permutations of ``range(n)`` back to back, seeded by ``(seed, epoch)`` like
-    :class:`~diffuse_feat.data.base.EpochSeededSampler`: with a batch size of ``n`` every batch is the whole
-    training set, so one epoch is ``repeats`` full-batch gradient steps."""
-
-    def __init__(self, num_samples: int, repeats: int, seed: int = 0):
-        self.num_samples, self.repeats, self.seed, self.epoch = num_samples, repeats, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return iter(torch.cat([torch.randperm(self.num_samples, generator=g) for _ in range(self.repeats)]).tolist())
-
-    def __len__(self) -> int:
-        return self.num_samples * self.repeats
-
-
-class _SignalNoisePatches(TensorDataModule):
+class _SignalNoisePatches(TensorDataModule, PlantedFeatures):
     """What both two-patch DataModules share: the balanced split, the full-batch loader and the ground truth
     the feature-learning diagnostic reads (:meth:`signal_vectors`, :meth:`noise_patches`, ``snr``, ``n_snr2``).
 
@@ -73,7 +54,7 @@ class _SignalNoisePatches(TensorDataModule):
     def train_dataloader(self) -> DataLoader:
         # full-batch GD makes one step per pass; Lightning's per-epoch overhead would dominate a one-step epoch
         x, y, _, _ = self._ensure_split()
-        sampler = RepeatedPermutations(x.shape[0], self.passes_per_epoch, self.seed)
+        sampler = EpochSeededSampler(x.shape[0], self.seed, length=x.shape[0] * self.passes_per_epoch)
         return tensor_loader((x, y), min(self.batch_size, x.shape[0]), sampler, self.num_workers)
 
     def _ensure_split(self):

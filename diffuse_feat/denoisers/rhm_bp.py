@@ -37,6 +37,7 @@ import math
 from collections.abc import Sequence
 from typing import Literal, NamedTuple
 
+import einops
 import torch
 from torch import Tensor
 
@@ -209,17 +210,25 @@ class RHMBeliefPropagation(ExactDenoiser):
         return self.num_classes if level == 0 else self.v
 
     # ----- layout conversions -------------------------------------------------------------------------------------
+    def _layout_pattern(self, level: int, symbols: bool) -> tuple[str, str, dict[str, int]]:
+        """einops patterns of the tree order ``b (d0 .. d_{l-1}) [v]`` and the BP column order
+        ``[v] (d_{l-1} .. d0 b)``: a node's index written in base ``s`` (``d0`` most significant), digits reversed,
+        the tree index last."""
+        digits = [f"d{i}" for i in range(level)]
+        v = " v" if symbols else ""
+        tree = f"b ({' '.join(digits)}){v}"
+        columns = f"{v.strip()} ({' '.join([*reversed(digits), 'b'])})".strip()
+        return tree, columns, dict.fromkeys(digits, self.s)
+
     def to_layout(self, t: Tensor, level: int) -> Tensor:
-        """``[B, s^l, ...]`` in tree order -> ``[..., s^l B]`` in the BP column order (all digits reversed)."""
-        extra = t.shape[2:]
-        dims = t.reshape(t.shape[0], *[self.s] * level, *extra).ndim
-        return t.reshape(t.shape[0], *[self.s] * level, *extra).permute(*reversed(range(dims))).reshape(*extra, -1)
+        """``[B, s^l, V]`` (or ``[B, s^l]``) in tree order -> ``[V, s^l B]`` (``[s^l B]``) in the BP column order."""
+        tree, columns, sizes = self._layout_pattern(level, t.ndim == 3)
+        return einops.rearrange(t, f"{tree} -> {columns}", **sizes)
 
     def from_layout(self, t: Tensor, level: int, batch: int) -> Tensor:
         """Inverse of :meth:`to_layout`: ``[V, s^l B]`` -> ``[B, s^l, V]`` (or ``[s^l B]`` -> ``[B, s^l]``)."""
-        extra = t.shape[:-1]
-        shaped = t.reshape(*extra, *[self.s] * level, batch)
-        return shaped.permute(*reversed(range(shaped.ndim))).reshape(batch, self.s**level, *extra)
+        tree, columns, sizes = self._layout_pattern(level, t.ndim == 2)
+        return einops.rearrange(t, f"{columns} -> {tree}", b=batch, **sizes)
 
     # ----- the passes, on ``[V, N]`` message matrices (every tree of the chunk and every node of a level) ---------
     def upward(self, leaf_evidence: Tensor) -> list[Tensor]:

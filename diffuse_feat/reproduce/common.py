@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ import torch
 from ..cli import auto_precision
 from ..reporting import to_jsonable
 
-__all__ = ["make_trainer", "fit_quietly", "write_json", "pick_device", "quiet"]
+__all__ = ["make_trainer", "fit_quietly", "write_json", "write_results", "pick_device", "quiet"]
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -98,3 +98,12 @@ def write_json(path: str | os.PathLike, payload: dict) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(to_jsonable(payload), indent=1, allow_nan=False))
     return path
+
+
+def write_results(out: Path, name: str, payload: dict, plot: Callable[[dict, Path], None]) -> dict:
+    """The end of every reproduction: ``out/<name>.json`` (strict JSON), then ``plot(payload, out/<name>.png)``
+    drawn from the JSON-ready payload (lists, not tensors), which is returned."""
+    write_json(out / f"{name}.json", payload)
+    payload = to_jsonable(payload)
+    plot(payload, out / f"{name}.png")
+    return payload

@@ -20,17 +20,16 @@ from __future__ import annotations
 
 import argparse
 import functools
-import math
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from callbacks.gaussian_structure import GaussianStructureCallback
 from diffuse_feat.backbones import MLP
-from diffuse_feat.data.base import tensor_loader
+from diffuse_feat.data.base import EpochSeededSampler, tensor_loader
 from diffuse_feat.data.digits import DigitsDataModule
 from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.plotting import plt, save_figure
@@ -63,29 +62,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch (default 1; see below)")
 
 
-class RepeatedPermutations(Sampler[int]):
-    """``length`` indices made of seeded permutations of ``0..n-1`` laid end to end, a fresh one per epoch.
-
-    Makes one epoch a fixed number of steps whatever the training-set size, so a run on 16 images is
-    not thousands of tiny Lightning epochs (whose fixed cost would dominate the training time).
-    """
-
-    def __init__(self, num_samples: int, length: int, seed: int = 0):
-        self.num_samples, self.length, self.seed, self.epoch = num_samples, length, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        reps = math.ceil(self.length / self.num_samples)
-        order = torch.cat([torch.randperm(self.num_samples, generator=g) for _ in range(reps)])
-        return iter(order[: self.length].tolist())
-
-    def __len__(self) -> int:
-        return self.length
-
-
 class FixedEpochDigits(DigitsDataModule):
     """Digits whose training epoch is ``steps_per_epoch`` batches of ``min(batch_size, n_train)``."""
 
@@ -98,7 +74,7 @@ class FixedEpochDigits(DigitsDataModule):
     def train_dataloader(self) -> DataLoader:
         x, y, _, _ = self._ensure_split()
         batch = min(self.batch_size, x.shape[0])
-        sampler = RepeatedPermutations(x.shape[0], batch * self.steps_per_epoch, self.seed)
+        sampler = EpochSeededSampler(x.shape[0], self.seed, length=batch * self.steps_per_epoch)
         return tensor_loader((x, y), batch, sampler, self.num_workers)
 
 

@@ -41,10 +41,9 @@ from ..modules.classification import ClassificationModule
 from ..modules.diffusion import DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EDMPreconditioning
-from ..reporting import to_jsonable
 from ..samplers import SeededNoise
 from ..sigma_sampling import LogUniformSigma
-from .common import fit_quietly, pick_device, write_json
+from .common import fit_quietly, pick_device, write_results
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
 
@@ -205,7 +204,4 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     payload["digits"] = digits(cfg, seed, device)
     seconds["digits"] = time.perf_counter() - start - seconds["exact"] - seconds["learned"]
     payload["seconds"] = seconds
-    write_json(out / "hierarchy.json", payload)
-    payload = to_jsonable(payload)
-    plot(payload, out / "hierarchy.png")
-    return payload
+    return write_results(out, "hierarchy", payload, plot)

@@ -35,10 +35,9 @@ from ..diagnostics.collapse import (
     estimate_collapse_time,
     estimate_speciation_time,
 )
+from ..diagnostics.regimes_references import regimes_references
 from ..diagnostics.regimes_theory import (
     SPECIATION_LEVEL,
-    gaussian_collapse_time,
-    gaussian_excess_entropy,
     gm_collapse_time,
     gm_excess_entropy,
     gm_speciation_time,
@@ -47,9 +46,8 @@ from ..diagnostics.regimes_theory import (
 from ..modules import ClassificationModule, DiffusionModule
 from ..ou import ou_time_grid
 from ..plotting import plt, save_figure
-from ..reporting import to_jsonable
 from ..sigma_sampling import LogUniformSigma
-from .common import fit_quietly, pick_device, write_json
+from .common import fit_quietly, pick_device, write_results
 
 DESCRIPTION = "Biroli et al. 2024: speciation (cloning phi, t_S) and collapse (t_C) on Gaussian mixtures and digits"
 
@@ -210,12 +208,9 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     res = cloning_experiment(diffusion, dm.data_shape, cfg.digit_clone_times, labeler=classifier_labeler(classifier),
                              train=train.to(device), num_pairs=cfg.digit_pairs, times=grid, seed=seed, device=device)
     clone_times = res["clone_times"]
-    empirical = dm.empirical_denoiser().to(device)
-    exact = exact_cloning_predictions(empirical, clone_times, labels=labels, num_samples=cfg.reference_samples,
-                                      seed=seed + 1)
-    alpha = math.log(n) / d
-    entropy = entropy_proxy(empirical, clone_times, num_samples=cfg.reference_samples, seed=seed + 2)
-    f_over_alpha = entropy["f_e"] / alpha
+    # the references RegimesCallback draws, from the same function
+    refs = regimes_references(dm.empirical_denoiser().to(device), clone_times, n=n, d=d, eigenvalues=eigenvalues,
+                              labels=labels, reference_samples=cfg.reference_samples, seed=seed)
     t_hat = res["t_hat_C"]
     t_s_measured = estimate_speciation_time(clone_times, res["phi"])
     return {
@@ -223,16 +218,17 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
         "diffusion_steps": cfg.diffusion_steps, "classifier_steps": cfg.classifier_steps,
         "classifier_val_accuracy": _accuracy(classifier, dm.val_tensor(), dm.val_labels(), device),
         "num_pairs": cfg.digit_pairs, "times": clone_times,
-        "phi": res["phi"], "phi_se": res["phi_se"], "phi_memorizer": exact["phi"],
+        "phi": res["phi"], "phi_se": res["phi_se"], "phi_memorizer": refs["phi_memorizer"],
         "t_S_theory": t_s, "t_S_measured": t_s_measured, "t_S_ratio": t_s_measured / t_s,
-        "phi_C": res["phi_collapse"], "phi_C_se": res["phi_collapse_se"], "phi_C_memorizer": exact["phi_collapse"],
-        "f_e_over_alpha": f_over_alpha,
-        "t_C_theory": estimate_collapse_time(clone_times, f_over_alpha, COLLAPSE_ENTROPY_LEVEL),
-        "t_C_theory_gaussian": gaussian_collapse_time(n, eigenvalues),
-        "f_gaussian_over_alpha": gaussian_excess_entropy(clone_times, n, eigenvalues, clip=True) / alpha,
+        "phi_C": res["phi_collapse"], "phi_C_se": res["phi_collapse_se"],
+        "phi_C_memorizer": refs["phi_collapse_memorizer"],
+        "f_e_over_alpha": refs["f_e_over_alpha"],
+        "t_C_theory": refs["t_C_entropy"],
+        "t_C_theory_gaussian": refs["t_C_theory"],
+        "f_gaussian_over_alpha": refs["f_theory_over_alpha"],
         "t_C_measured": float(t_hat.mean()), "t_hat_C_median": float(t_hat.median()),
         "t_C_phi": estimate_collapse_time(clone_times, res["phi_collapse"], COLLAPSE_PHI_LEVEL),
-        "t_C_phi_memorizer": estimate_collapse_time(clone_times, exact["phi_collapse"], COLLAPSE_PHI_LEVEL),
+        "t_C_phi_memorizer": estimate_collapse_time(clone_times, refs["phi_collapse_memorizer"], COLLAPSE_PHI_LEVEL),
         "end_distance_mean": float(res["end_distance"].mean()),
         "note": {"MNIST_t_S_ratio_OU": NOTE_MNIST_TS_RATIO,
                  "reading": "t_C_measured << t_C_theory and phi_C far below the memorizer: the model generalizes; "
@@ -309,7 +305,4 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
         "collapse": collapse(cfg, seed, device),
         "digits": digits(cfg, seed, device),
     }
-    write_json(out / "regimes.json", payload)
-    payload = to_jsonable(payload)
-    plot(payload, out / "regimes.png")
-    return payload
+    return write_results(out, "regimes", payload, plot)

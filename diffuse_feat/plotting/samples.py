@@ -1,0 +1,20 @@
+"""Generated points next to real ones, for 2-D data (image data gets an image grid instead)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from . import plt
+
+__all__ = ["samples_scatter"]
+
+
+def samples_scatter(samples: Tensor, real: Tensor | None = None, title: str = ""):
+    """Scatter of ``[n, 2]`` generated points over the real ones."""
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if real is not None:
+        ax.scatter(*real.T, s=4, alpha=0.4, label="real")
+    ax.scatter(*samples.T, s=4, alpha=0.7, label="generated")
+    ax.legend(loc="upper right")
+    ax.set_title(title)
+    return fig
