@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..denoisers.preconditioned import CategoricalDenoiser
 from ..errors import ConfigError
+from ..preconditioning import Preconditioning
 from .diffusion import DiffusionModule
 
 __all__ = ["CategoricalDiffusionModule"]
@@ -39,12 +41,18 @@ class CategoricalDiffusionModule(DiffusionModule):
     """
 
     def __init__(self, *args: Any, encoding_scale: float = 1.0, encoding_center: bool = True, **kwargs: Any):
+        # set before the parent's __init__, which builds the denoiser from them
+        self.encoding_scale, self.encoding_center = float(encoding_scale), bool(encoding_center)
         super().__init__(*args, **kwargs)
         if len(self.data_shape) < 2:
             raise ConfigError(f"CategoricalDiffusionModule needs one-hot data [symbols, positions...], got data_shape "
                               f"{list(self.data_shape)}")
-        self.encoding_scale, self.encoding_center = float(encoding_scale), bool(encoding_center)
         self.num_symbols = self.data_shape[0]
+
+    def build_denoiser(self, backbone: nn.Module, preconditioning: Preconditioning,
+                       compile_backbone: bool | str) -> CategoricalDenoiser:
+        return CategoricalDenoiser(backbone, preconditioning, encoding_scale=self.encoding_scale,
+                                   encoding_center=self.encoding_center, compile_backbone=compile_backbone)
 
     def encode(self, symbols: Tensor) -> Tensor:
         onehot = F.one_hot(symbols.long(), self.num_symbols).movedim(-1, 1).float()
@@ -52,12 +60,7 @@ class CategoricalDiffusionModule(DiffusionModule):
 
     def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
         """Per-position symbol logits ``[B, v, N]`` of ``x`` at noise ``sigma`` (shape ``[B]``), in fp32."""
-        _, _, c_in = self.preconditioning.coefficients(sigma)
-        return self.run_backbone(c_in.reshape(-1, *([1] * (x.ndim - 1))) * x.float(), sigma).float()
-
-    def denoise_unchecked(self, x: Tensor, sigma: Tensor) -> Tensor:
-        probs = torch.softmax(self.logits(x, sigma), dim=1)
-        return self.encoding_scale * (probs - (1.0 / self.num_symbols if self.encoding_center else 0.0))
+        return self.denoiser.logits(x, sigma)
 
     def per_sample_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
         """Cross-entropy of the logits at ``x0 + sigma z`` against ``argmax x0``, averaged over positions."""

@@ -1,4 +1,5 @@
-"""``DiffusionModule``: a preconditioned backbone trained by denoising score matching in sigma-space."""
+"""``DiffusionModule``: a :class:`~diffuse_feat.denoisers.PreconditionedDenoiser` trained by denoising score matching
+in sigma-space."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 
 import torch
 from jsonargparse import lazy_instance
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..backbones.base import BackboneFactory
+from ..denoisers.preconditioned import PreconditionedDenoiser
 from ..preconditioning import EDMPreconditioning, Preconditioning
 from ..process import as_sigma
 from ..samplers import SamplerName, generate
@@ -24,8 +26,11 @@ class DiffusionModule(BackboneModule):
     """``D(x; sigma) = c_skip x + c_out F(c_in x; sigma)``,
     trained on ``lambda(sigma) ||D(x0 + sigma z; sigma) - x0||^2``.
 
-    The module *is* a denoiser: ``module(x, sigma)`` returns ``E[x0 | x]``, so samplers and diagnostics
-    take it like any exact reference. Hooks to override in a subclass:
+    The module holds the denoiser (``self.denoiser``, around ``self.backbone``) and is one too: ``module(x, sigma)``
+    checks its input and returns ``E[x0 | x]``, so samplers and diagnostics take it like any exact reference. Its
+    ``state_dict`` is the denoiser's (``backbone.*``). Hooks to override in a subclass:
+
+    * :meth:`build_denoiser` — the parametrization around the backbone;
 
     * :meth:`loss_weight` — ``lambda(sigma)`` (default: the preconditioning's, EDM ``(s^2+sd^2)/(s sd)^2``);
     * :meth:`sample_sigma` — training noise levels (default: ``sigma_sampler``);
@@ -52,6 +57,9 @@ class DiffusionModule(BackboneModule):
     ):
         super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed, compile_backbone)
         self.preconditioning = preconditioning
+        # Not registered as a submodule: its only weights are self.backbone's, so the state_dict keys stay
+        # `backbone.*` (older checkpoints load as they are) and the denoiser alone loads the same state_dict.
+        object.__setattr__(self, "denoiser", self.build_denoiser(self.backbone, preconditioning, compile_backbone))
         self.sigma_sampler = sigma_sampler
         self.val_sigmas = [float(s) for s in val_sigmas]
         self.loss_buckets = BucketMean(loss_sigma_edges)
@@ -60,18 +68,25 @@ class DiffusionModule(BackboneModule):
     def backbone_output_shape(self) -> tuple[int, ...]:
         return self.data_shape
 
+    def build_denoiser(self, backbone: nn.Module, preconditioning: Preconditioning,
+                       compile_backbone: bool | str) -> PreconditionedDenoiser:
+        """The denoiser trained around ``backbone`` (override for another parametrization)."""
+        return PreconditionedDenoiser(backbone, preconditioning, compile_backbone=compile_backbone)
+
+    def train(self, mode: bool = True) -> DiffusionModule:
+        super().train(mode)
+        self.denoiser.training = mode  # not a registered child: keep its flag in step with the backbone's
+        return self
+
     # ----- the denoiser ---------------------------------------------------------------------------
     def denoise_unchecked(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """``D(x; sigma)`` for ``sigma`` of shape ``[B]``; preconditioning and output in fp32, backbone may autocast."""
-        c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.preconditioning.coefficients(sigma))
-        x = x.float()
-        raw = self.run_backbone(c_in * x, sigma).float()
-        return c_skip * x + c_out * raw
+        """``D(x; sigma)`` for ``sigma`` of shape ``[B]`` (no device sync)."""
+        return self.denoiser(x, sigma)
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Denoise ``x`` at noise level ``sigma`` (a number or one per sample)."""
         self.check_input(x)
-        return self.denoise_unchecked(x, as_sigma(sigma, x.shape[0], device=x.device))
+        return self.denoiser(x, as_sigma(sigma, x.shape[0], device=x.device))
 
     # ----- training ---------------------------------------------------------------------------------
     def loss_weight(self, sigma: Tensor) -> Tensor:
