@@ -1,9 +1,9 @@
 """Time of one full-batch GD step of Han et al.'s tied quadratic denoiser (n = 30, d = 1000, m = 20), side by side:
 
-* ``exact``: the closed-form expectation over the diffusion noise (``expected_tied_quadratic_loss``, what
-  ``PatchDiffusionModule`` trains on by default);
-* ``sampled xK``: the plain ``DiffusionModule`` loss with ``K`` noise draws per sample (the Monte-Carlo way to get
-  a comparable gradient: its noise shrinks only like ``1/sqrt(K)``);
+* ``exact``: the closed-form expectation over the diffusion noise (``ExpectedNoisePredictionLoss``, what the
+  feature-learning configs train on);
+* ``sampled xK``: the same objective on sampled noise (``NoisePredictionLoss``) with ``K`` noise draws per sample
+  (the Monte-Carlo way to get a comparable gradient: its noise shrinks only like ``1/sqrt(K)``);
 
 each with 1 and with 2 intra-op threads (the matrices are tiny, so extra threads mostly add synchronisation).
 
@@ -22,8 +22,8 @@ import torch
 
 from diffuse_feat.backbones.patch_net import PatchNet
 from diffuse_feat.data.two_patch import TwoPatchDataModule
-from diffuse_feat.modules.diffusion import DiffusionModule
-from diffuse_feat.modules.patch_diffusion import PatchDiffusionModule
+from diffuse_feat.losses import NoisePredictionLoss
+from diffuse_feat.reproduce.feature_learning import paper_diffusion_module
 
 
 def _time_steps(loss_fn, params, repeats: int) -> float:
@@ -45,16 +45,17 @@ def main() -> None:
     args = parser.parse_args()
     dm = TwoPatchDataModule(n_train=30, d=1000, mu_norm=5.0, n_val=0)
     x0 = dm.train_tensor()
-    model = PatchDiffusionModule(functools.partial(PatchNet, width=20, init_std=0.01), data_shape=dm.data_shape)
+    model = paper_diffusion_module(functools.partial(PatchNet, width=20, init_std=0.01), dm.data_shape)
+    exact, sampled_loss = model.loss, NoisePredictionLoss(model.loss.sigma)
     generator = torch.Generator().manual_seed(0)
 
     def sampled(draws: int):
         reps = x0.repeat(draws, 1, 1)
-        sigma = torch.full((reps.shape[0],), model.sigma)
+        sigma = torch.full((reps.shape[0],), sampled_loss.sigma)
         noise = torch.randn(reps.shape, generator=generator)
-        return lambda: DiffusionModule.per_sample_loss(model, reps, sigma, noise).mean()
+        return lambda: sampled_loss.per_sample_loss(model.denoiser, reps, sigma, noise).mean()
 
-    variants = {"exact": lambda: model.expected_per_sample_loss(x0).mean(), "sampled x1": sampled(1),
+    variants = {"exact": lambda: exact(model.denoiser, x0).per_sample.mean(), "sampled x1": sampled(1),
                 "sampled x100": sampled(100)}
     threads_before = torch.get_num_threads()
     results = {}

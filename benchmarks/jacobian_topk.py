@@ -61,8 +61,7 @@ def train(model: DiffusionModule, steps: int, rank: int, device: str) -> None:
     model.train()
     for _ in range(steps):
         x0 = data[torch.randint(0, data.shape[0], (128,), generator=g, device=device)]
-        sigma = model.sigma_sampler.sample(128, device=device, generator=g)
-        loss = model.per_sample_loss(x0, sigma, torch.randn(x0.shape, generator=g, device=device)).mean()
+        loss = model.loss(model.denoiser, x0, g).per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

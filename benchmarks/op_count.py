@@ -57,8 +57,7 @@ def main() -> None:
 
         def step(bf16: bool, model=model, x0=x0) -> None:
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                sigma = model.sample_sigma(x0.shape[0])
-                loss = model.per_sample_loss(x0, sigma, torch.randn_like(x0)).mean()
+                loss = model.loss(model.denoiser, x0, model.noise_generator).per_sample.mean()
             model.zero_grad(set_to_none=True)
             loss.backward()
 

@@ -73,9 +73,7 @@ def hand_loop(model: DiffusionModule, dm: DigitsDataModule, steps: int, warmup: 
             if done == warmup:
                 clock.mark("steady")
             x0 = x0.to(device, non_blocking=True)
-            sigma = model.sigma_sampler.sample(x0.shape[0], device=device, generator=g)
-            noise = torch.randn(x0.shape, device=device, generator=g)
-            loss = model.per_sample_loss(x0, sigma, noise).mean()
+            loss = model.loss(model.denoiser, x0, g).per_sample.mean()  # draws sigma, then the noise
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

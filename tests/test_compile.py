@@ -28,7 +28,7 @@ def test_inductor_compiled_training_matches_eager(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     eager = DiffuseFeatCLI(args=STEPS).model
     compiled = DiffuseFeatCLI(args=[*STEPS, "--model.init_args.compile_backbone=true"]).model
-    assert compiled._compiled_backbone is not None  # the training steps really went through torch.compile
+    assert compiled.denoiser.backbone_call.compiled is not None  # the training steps really went through torch.compile
     for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
@@ -45,8 +45,8 @@ def test_auto_compiles_only_when_training_on_a_gpu(device):
                             compile_backbone="auto").to(device)
     x, sigma = torch.randn(2, 1, 4, 4, device=device), torch.ones(2, device=device)
     model.eval()
-    model.run_backbone(x, sigma)
-    assert model._compiled_backbone is None  # evaluation is always eager
+    model.denoiser(x, sigma)
+    assert model.denoiser.backbone_call.compiled is None  # evaluation is always eager
     model.train()
-    model.run_backbone(x, sigma)
-    assert (model._compiled_backbone is not None) == (device == "cuda")
+    model.denoiser(x, sigma)
+    assert (model.denoiser.backbone_call.compiled is not None) == (device == "cuda")

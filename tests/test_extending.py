@@ -30,13 +30,14 @@ def test_readme_extension_example_runs_as_shown(tmp_path, monkeypatch):
     args = [str(REPO / w) if w.startswith("configs/") else w for w in words[2:]]
     cli = DiffuseFeatCLI(args=[*args, *SHORTER])
 
-    model = cli.model
-    assert type(model).__name__ == "CappedWeightDiffusion" and type(model.backbone).__name__ == "ResidualMLP"
+    model, loss = cli.model, cli.model.loss
+    assert type(model).__name__ == "DiffusionModule" and type(model.backbone).__name__ == "ResidualMLP"
+    assert type(loss).__name__ == "CappedWeight" and loss.max_weight == 5.0
     assert cli.datamodule.train_tensor().shape[0] == 64
     sigma = torch.logspace(-3, 2, 50)
-    edm = super(type(model), model).loss_weight(sigma)
+    edm = super(type(loss), loss).weight(sigma, model.denoiser)
     assert edm.max() > 5  # the cap binds somewhere on this grid, so the override is really in effect
-    torch.testing.assert_close(model.loss_weight(sigma), edm.clamp(max=5.0))
+    torch.testing.assert_close(loss.weight(sigma, model.denoiser), edm.clamp(max=5.0))
 
     records = [r for r in read_jsonl(Path(cli.trainer.log_dir) / "diagnostics.jsonl")
                if r["name"] == "MemorizationCallback"]

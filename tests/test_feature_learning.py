@@ -1,5 +1,6 @@
 """Feature learning (Han, Huang, Cao, Zou 2024): two-patch data, PatchNet, the exact expected DDPM loss,
-the alignment diagnostic against planted alignments, and short trainings against the note's checks."""
+the alignment diagnostic against planted alignments, and short trainings against the note's checks
+(the losses themselves against the old module's formulas: tests/test_losses.py)."""
 
 from __future__ import annotations
 
@@ -25,10 +26,12 @@ from diffuse_feat.diagnostics.feature_alignment import (
     patch_view,
 )
 from diffuse_feat.errors import ConfigError
+from diffuse_feat.losses import ExpectedNoisePredictionLoss, NoisePredictionLoss, expected_tied_quadratic_loss
 from diffuse_feat.modules import ClassificationModule, DiffusionModule
-from diffuse_feat.modules.patch_diffusion import PatchDiffusionModule, expected_tied_quadratic_loss
+from diffuse_feat.preconditioning import EDMPreconditioning, EpsilonPreconditioning
 from diffuse_feat.reporting import read_jsonl
 from diffuse_feat.reproduce.common import make_trainer
+from diffuse_feat.reproduce.feature_learning import paper_diffusion_module
 
 
 # ----- data ---------------------------------------------------------------------------------------
@@ -184,33 +187,22 @@ def test_expected_loss_is_exact_against_quadrature_and_so_is_its_gradient():
     assert torch.allclose(g_closed, g_exact, rtol=1e-10, atol=1e-12)
 
 
-def test_patch_diffusion_module_expected_loss_is_the_mean_of_its_sampled_loss():
-    """The closed form equals E_z of DiffusionModule.per_sample_loss with the module's own preconditioning,
-    noise level and loss weight (Monte Carlo, 4 standard errors): the sigma-space wiring is the paper's."""
-    torch.manual_seed(0)
-    d = 20
-    # the core denoiser computes in fp32 by contract (DiffusionModule.denoise_unchecked), so the module stays fp32
-    model = PatchDiffusionModule(functools.partial(PatchNet, width=5, init_std=0.3), data_shape=(2, d))
-    assert (model.alpha, model.beta) == pytest.approx((0.6, 0.8))
-    x0 = torch.randn(3, 2, d)
-    with torch.no_grad():
-        exact = model.expected_per_sample_loss(x0).double()
-    draws = 40000
-    reps = x0.repeat(draws, 1, 1)
-    sigma = torch.full((reps.shape[0],), model.sigma)
-    with torch.no_grad():
-        sampled = DiffusionModule.per_sample_loss(model, reps, sigma, torch.randn_like(reps)).reshape(draws, 3)
-    sampled = sampled.double()
-    mean, sem = sampled.mean(0), sampled.std(0) / math.sqrt(draws)
-    assert bool(((mean - exact).abs() < 4 * sem).all()), (mean, exact, sem)
+def test_expected_loss_needs_the_square_patch_net_and_noise_prediction():
+    def build(backbone, loss=None, preconditioning=None):
+        return DiffusionModule(backbone, data_shape=(2, 8), loss=loss or ExpectedNoisePredictionLoss(),
+                               preconditioning=preconditioning or EpsilonPreconditioning())
 
-
-def test_expected_loss_needs_the_square_patch_net():
-    with pytest.raises(ConfigError, match="expected_loss=false"):
-        PatchDiffusionModule(MLP, data_shape=(2, 8))
-    with pytest.raises(ConfigError, match="expected_loss=false"):
-        PatchDiffusionModule(functools.partial(PatchNet, activation="relu"), data_shape=(2, 8))
-    PatchDiffusionModule(functools.partial(PatchNet, activation="relu"), data_shape=(2, 8), expected_loss=False)
+    with pytest.raises(ConfigError, match="loss.class_path=diffuse_feat.losses.NoisePredictionLoss"):
+        build(MLP)
+    with pytest.raises(ConfigError, match="loss.class_path=diffuse_feat.losses.NoisePredictionLoss"):
+        build(functools.partial(PatchNet, activation="relu"))
+    with pytest.raises(ConfigError, match="preconditioning.class_path=diffuse_feat.preconditioning.Epsilon"):
+        build(PatchNet, preconditioning=EDMPreconditioning())
+    with pytest.raises(ConfigError, match="preconditioning.class_path=diffuse_feat.preconditioning.Epsilon"):
+        build(PatchNet, loss=NoisePredictionLoss(), preconditioning=EDMPreconditioning())
+    with pytest.raises(ConfigError, match="loss.init_args.sigma must be > 0"):
+        ExpectedNoisePredictionLoss(sigma=0.0)
+    build(functools.partial(PatchNet, activation="relu"), loss=NoisePredictionLoss())
 
 
 # ----- the alignment diagnostic -------------------------------------------------------------------
@@ -298,8 +290,7 @@ def test_diffusion_learns_signal_and_noise_linearly_at_the_predicted_ratio(mu_no
     increments of steps 0-150 and 150-300 agree within 30% (linear growth); both aggregates grow."""
     dm = TwoPatchDataModule(n_train=30, d=1000, mu_norm=mu_norm, n_val=0, passes_per_epoch=150)
     torch.manual_seed(0)
-    model = PatchDiffusionModule(functools.partial(PatchNet, width=20, init_std=0.01), data_shape=dm.data_shape,
-                                 lr=1e-3)
+    model = paper_diffusion_module(functools.partial(PatchNet, width=20, init_std=0.01), dm.data_shape, lr=1e-3)
     history = {h["step"]: h for h in _fit(model, dm, 300, every=150, root=tmp_path).history}
     assert sorted(history) == [0, 150, 300]
     end, mid = history[300], history[150]
@@ -337,7 +328,7 @@ def test_callback_writes_jsonl_tensorboard_and_keeps_its_initial_alignments(tmp_
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     dm = TwoPatchDataModule(n_train=12, d=60, mu_norm=4.0, n_val=0, passes_per_epoch=4)
-    model = PatchDiffusionModule(PatchNet, data_shape=dm.data_shape, lr=1e-2)
+    model = paper_diffusion_module(PatchNet, dm.data_shape, lr=1e-2)
     probe = FeatureLearningCallback(every_n_steps=4, figure_every_n_steps=8)
     trainer = make_trainer(max_steps=10, callbacks=[probe], log_dir=tmp_path, name="fl", limit_val_batches=0)
     trainer.fit(model, datamodule=dm)

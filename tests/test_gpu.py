@@ -36,9 +36,9 @@ def test_cuda_autocast_keeps_preconditioning_and_loss_in_fp32():
     sigma = torch.logspace(-2, 1.9, 8, device="cuda")
     noise = torch.randn_like(x0)
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        losses = model.per_sample_loss(x0, sigma, noise)
+        losses = model.loss.per_sample_loss(model.denoiser, x0, sigma, noise)
     assert losses.dtype == torch.float32 and bool(torch.isfinite(losses).all())
-    assert torch.allclose(losses, model.per_sample_loss(x0, sigma, noise), rtol=0.05)
+    assert torch.allclose(losses, model.loss.per_sample_loss(model.denoiser, x0, sigma, noise), rtol=0.05)
 
 
 def test_jacobian_top_singular_on_the_gpu_matches_the_cpu():

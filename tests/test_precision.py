@@ -68,16 +68,17 @@ def test_under_bf16_autocast_the_backbone_is_bf16_and_preconditioning_loss_and_s
     x0 = torch.randn(4, 1, 28, 28)
     sigma = torch.tensor([0.01, 0.5, 5.0, 80.0])
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        c_skip, c_out, c_in = model.preconditioning.coefficients(sigma)
+        c_skip, c_out, c_in = model.denoiser.preconditioning.coefficients(sigma)
         denoised = model(x0 + sigma.reshape(-1, 1, 1, 1) * torch.randn_like(x0), sigma)
-        losses = model.per_sample_loss(x0, sigma, torch.randn_like(x0))
+        losses = model.loss.per_sample_loss(model.denoiser, x0, sigma, torch.randn_like(x0))
     assert seen["backbone"] == torch.bfloat16  # the autocast really reached the convolutions
     assert {c_skip.dtype, c_out.dtype, c_in.dtype, denoised.dtype, losses.dtype} == {torch.float32}
     assert bool(torch.isfinite(losses).all())
     # bf16 keeps ~3 significant digits: the mixed loss is the fp32 loss to within a few percent
-    fp32 = model.per_sample_loss(x0, sigma, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+    noise = torch.randn(x0.shape, generator=torch.Generator().manual_seed(0))
+    fp32 = model.loss.per_sample_loss(model.denoiser, x0, sigma, noise)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        mixed = model.per_sample_loss(x0, sigma, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+        mixed = model.loss.per_sample_loss(model.denoiser, x0, sigma, noise)
     assert torch.allclose(mixed, fp32, rtol=0.05)
     assert not torch.equal(mixed, fp32)
 

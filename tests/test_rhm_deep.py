@@ -58,10 +58,10 @@ def test_categorical_denoiser_is_a_posterior_mean_and_its_loss_is_the_cross_entr
     d = model(x, sigma)
     probs = d / dm.scale + 1.0 / dm.v  # each position is a probability vector over the v symbols
     assert torch.allclose(probs.sum(1), torch.ones(6, 8), atol=1e-6) and bool((probs >= 0).all())
-    logits = model.logits(x, sigma)
+    logits = model.denoiser.logits(x, sigma)
     expected = torch.nn.functional.cross_entropy(logits, x0.argmax(1), reduction="none").mean(1)
     noise = (x - x0) / sigma[:, None, None]
-    torch.testing.assert_close(model.per_sample_loss(x0, sigma, noise), expected)
+    torch.testing.assert_close(model.loss.per_sample_loss(model.denoiser, x0, sigma, noise), expected)
     assert torch.equal(model.encode(x0.argmax(1)), x0)
 
 

@@ -1,15 +1,18 @@
-"""Denoisers ``D(x, sigma) -> E[x_0 | x]``: the protocol and the exact references."""
+"""Denoisers ``D(x, sigma) -> E[x_0 | x]``: the protocol, the learned (preconditioned) ones and the exact references."""
 
 from .base import Denoiser, ExactDenoiser, score_from_denoiser
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
 from .mixture import GaussianMixtureDenoiser
+from .preconditioned import CategoricalDenoiser, PreconditionedDenoiser
 from .rhm_bp import RHMBeliefPropagation
 
 __all__ = [
     "Denoiser",
     "ExactDenoiser",
     "score_from_denoiser",
+    "PreconditionedDenoiser",
+    "CategoricalDenoiser",
     "EmpiricalDenoiser",
     "GaussianDenoiser",
     "GaussianMixtureDenoiser",

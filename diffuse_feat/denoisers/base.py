@@ -1,7 +1,8 @@
 """The denoiser protocol: ``D(x, sigma) -> E[x_0 | x_0 + sigma z = x]`` in sigma-space.
 
-Anything with that call signature is a denoiser: a trained :class:`~diffuse_feat.modules.DiffusionModule`,
-or an exact reference below. Samplers and diagnostics accept any of them.
+Anything with that call signature is a denoiser: a trained :class:`~diffuse_feat.denoisers.PreconditionedDenoiser`
+(or the :class:`~diffuse_feat.modules.DiffusionModule` that holds it), or an exact reference below. Samplers and
+diagnostics accept any of them.
 """
 
 from __future__ import annotations

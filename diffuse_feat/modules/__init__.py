@@ -4,7 +4,5 @@ from .base import BackboneModule
 from .categorical import CategoricalDiffusionModule
 from .classification import ClassificationModule
 from .diffusion import DiffusionModule
-from .patch_diffusion import PatchDiffusionModule
 
-__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "PatchDiffusionModule",
-           "CategoricalDiffusionModule"]
+__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "CategoricalDiffusionModule"]

@@ -67,7 +67,6 @@ class BackboneModule(pl.LightningModule):
         self.optimizer_factory = detach_from_cli(optimizer)
         self.backbone = backbone(self.data_shape, self.backbone_output_shape())
         self.compile_backbone = compile_backbone
-        self._compiled_backbone = None
         self._noise_generator: torch.Generator | None = None
         self._pending_generator_state: Tensor | None = None
         self._first_nonfinite: tuple[Tensor, Tensor] | None = None  # (step, loss) on the device; step -1: none
@@ -80,34 +79,6 @@ class BackboneModule(pl.LightningModule):
         raise NotImplementedError
 
     # ----- shared machinery ---------------------------------------------------------------------
-    def run_backbone(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """The backbone call. In training mode with ``compile_backbone`` set it goes through ``torch.compile``
-        (``True`` = inductor, ``"auto"`` = inductor when training on a CUDA GPU, or a backend name); evaluation,
-        sampling and Jacobians always run eagerly, so ``torch.func`` transforms and diagnostics never see a
-        compiled graph. Weights are shared.
-
-        The image configs use ``"auto"``: their eager steps are launch-bound on a GPU (~1,250 operator launches per
-        step whatever the precision), and compilation pays for itself within minutes
-        (``benchmarks/results/precision-h200.json``).
-        """
-        choice = self.compile_backbone
-        if choice == "auto":
-            choice = x.is_cuda
-        if choice and self.training:
-            if self._compiled_backbone is None:
-                backend = "inductor" if choice is True else str(choice)
-                # kept out of the module registry so state_dict keys do not change with compilation
-                object.__setattr__(self, "_compiled_backbone", torch.compile(self.backbone, backend=backend))
-            return self._compiled_backbone(x, sigma)
-        return self.backbone(x, sigma)
-
-    def __getstate__(self):
-        # a compiled wrapper neither pickles nor deep-copies (EMA copies the module); it is rebuilt on demand
-        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
-        state = dict(state)
-        state["_compiled_backbone"] = None
-        return state
-
     def check_input(self, x: Tensor) -> None:
         if tuple(x.shape[1:]) != self.data_shape:
             raise ShapeError(

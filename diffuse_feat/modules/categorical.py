@@ -1,17 +1,10 @@
-"""``CategoricalDiffusionModule``: Gaussian diffusion on one-hot data, denoiser = softmax posterior mean.
+"""``CategoricalDiffusionModule``: Gaussian diffusion on one-hot data with a softmax posterior-mean denoiser.
 
 For data whose every position is one of ``v`` symbols encoded as ``scale (e_a - center / v)`` (the RHM,
 ``diffuse_feat.data.rhm``), ``E[x0 | x]`` is, position by position, the posterior-weighted mean of the ``v``
-codes. So the backbone outputs logits ``[B, v, N]`` and
-
-    D(x; sigma) = scale (softmax_v F(c_in x; sigma) - center / v),
-
-a posterior mean by construction (``c_in`` is the preconditioning's, EDM's ``1 / sqrt(sigma^2 + sd^2)``). It is
-trained by the cross-entropy of the logits against the clean symbols, whose minimiser is the exact marginal
-posterior of each position, hence the same ``E[x0 | x]`` the squared error targets; with it the gradient does
-not vanish when the model is confidently wrong, and deep grammars are learned several times faster (the
-"score interpolation" of Dieleman et al. 2022, CDCD). Sampling, forward-backward and every diagnostic see an
-ordinary sigma-space denoiser.
+codes: the module holds a :class:`~diffuse_feat.denoisers.CategoricalDenoiser` and trains it by
+:class:`~diffuse_feat.losses.CategoricalCrossEntropy` (see both for why). Sampling, forward-backward and every
+diagnostic see an ordinary sigma-space denoiser.
 """
 
 from __future__ import annotations
@@ -20,9 +13,12 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from ..denoisers.preconditioned import CategoricalDenoiser
 from ..errors import ConfigError
+from ..losses import CategoricalCrossEntropy, Loss
+from ..preconditioning import Preconditioning
 from .diffusion import DiffusionModule
 
 __all__ = ["CategoricalDiffusionModule"]
@@ -32,38 +28,30 @@ class CategoricalDiffusionModule(DiffusionModule):
     """A :class:`DiffusionModule` for one-hot data ``[B, v, N]`` (channels = symbols).
 
     Args:
+        loss: default cross-entropy of the logits against the clean symbols.
         encoding_scale, encoding_center: the data's encoding ``scale (one_hot - center / v)``; the RHM
             DataModule's ``scale`` and ``center`` (checked against the training data when fitting starts).
-        Everything else as :class:`DiffusionModule`; ``preconditioning`` only supplies ``c_in`` and
-        ``loss_weight`` is not used (cross-entropy is weighted uniformly; the sigma density sets the emphasis).
+        Everything else as :class:`DiffusionModule`; ``preconditioning`` only supplies ``c_in``.
     """
 
-    def __init__(self, *args: Any, encoding_scale: float = 1.0, encoding_center: bool = True, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, loss: Loss = CategoricalCrossEntropy(), encoding_scale: float = 1.0,
+                 encoding_center: bool = True, **kwargs: Any):
+        # set before the parent's __init__, which builds the denoiser from them
+        self.encoding_scale, self.encoding_center = float(encoding_scale), bool(encoding_center)
+        super().__init__(*args, loss=loss, **kwargs)
         if len(self.data_shape) < 2:
             raise ConfigError(f"CategoricalDiffusionModule needs one-hot data [symbols, positions...], got data_shape "
                               f"{list(self.data_shape)}")
-        self.encoding_scale, self.encoding_center = float(encoding_scale), bool(encoding_center)
         self.num_symbols = self.data_shape[0]
+
+    def build_denoiser(self, backbone: nn.Module, preconditioning: Preconditioning,
+                       compile_backbone: bool | str) -> CategoricalDenoiser:
+        return CategoricalDenoiser(backbone, preconditioning, encoding_scale=self.encoding_scale,
+                                   encoding_center=self.encoding_center, compile_backbone=compile_backbone)
 
     def encode(self, symbols: Tensor) -> Tensor:
         onehot = F.one_hot(symbols.long(), self.num_symbols).movedim(-1, 1).float()
         return self.encoding_scale * (onehot - (1.0 / self.num_symbols if self.encoding_center else 0.0))
-
-    def logits(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """Per-position symbol logits ``[B, v, N]`` of ``x`` at noise ``sigma`` (shape ``[B]``), in fp32."""
-        _, _, c_in = self.preconditioning.coefficients(sigma)
-        return self.run_backbone(c_in.reshape(-1, *([1] * (x.ndim - 1))) * x.float(), sigma).float()
-
-    def denoise_unchecked(self, x: Tensor, sigma: Tensor) -> Tensor:
-        probs = torch.softmax(self.logits(x, sigma), dim=1)
-        return self.encoding_scale * (probs - (1.0 / self.num_symbols if self.encoding_center else 0.0))
-
-    def per_sample_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-        """Cross-entropy of the logits at ``x0 + sigma z`` against ``argmax x0``, averaged over positions."""
-        x_noisy = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
-        symbols = x0.argmax(1)
-        return F.cross_entropy(self.logits(x_noisy, sigma), symbols, reduction="none").flatten(1).mean(1)
 
     def on_fit_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)

@@ -12,6 +12,7 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..backbones.base import BackboneFactory
+from ..denoisers.preconditioned import CompileWhenTraining
 from ..errors import ConfigError
 from ..process import as_sigma
 from ..sigma_sampling import SigmaSampler
@@ -57,6 +58,7 @@ class ClassificationModule(BackboneModule):
             MulticlassAccuracy(num_classes=num_classes, average="micro") for _ in self.eval_sigmas
         )
         self.train_accuracy = MulticlassAccuracy(num_classes=num_classes, average="micro")
+        self.backbone_call = CompileWhenTraining(compile_backbone)
 
     def backbone_output_shape(self) -> tuple[int, ...]:
         return (self.num_classes,)
@@ -66,7 +68,7 @@ class ClassificationModule(BackboneModule):
         if self.sigma_data is not None:
             scale = self.sigma_data / (sigma.float().square() + self.sigma_data**2).sqrt()
             x = x * scale.reshape(-1, *([1] * (x.ndim - 1)))
-        return self.run_backbone(x, sigma).float()
+        return self.backbone_call(self.backbone, x, sigma).float()
 
     def forward(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
         """Class logits for inputs ``x`` carrying Gaussian noise of level ``sigma``."""

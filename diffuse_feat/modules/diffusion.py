@@ -1,4 +1,5 @@
-"""``DiffusionModule``: a preconditioned backbone trained by denoising score matching in sigma-space."""
+"""``DiffusionModule``: trains a :class:`~diffuse_feat.denoisers.PreconditionedDenoiser` with a loss chosen by
+``class_path`` (denoising score matching by default)."""
 
 from __future__ import annotations
 
@@ -7,32 +8,42 @@ from typing import Any
 
 import torch
 from jsonargparse import lazy_instance
-from torch import Tensor
+from torch import Tensor, nn
 
 from ..backbones.base import BackboneFactory
+from ..denoisers.preconditioned import PreconditionedDenoiser
+from ..losses import DenoisingScoreMatching, Loss
 from ..preconditioning import EDMPreconditioning, Preconditioning
 from ..process import as_sigma
 from ..samplers import SamplerName, generate
-from ..sigma_sampling import LogNormalSigma, SigmaSampler
 from .base import BackboneModule, OptimizerFactory
 from .metrics import BucketMean, bucket_labels
 
 __all__ = ["DiffusionModule"]
 
+DEFAULT_LOSS_SIGMA_EDGES = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+DEFAULT_VAL_SIGMAS = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0)
+
 
 class DiffusionModule(BackboneModule):
-    """``D(x; sigma) = c_skip x + c_out F(c_in x; sigma)``,
-    trained on ``lambda(sigma) ||D(x0 + sigma z; sigma) - x0||^2``.
+    """Holds ``self.denoiser``, ``D(x; sigma) = c_skip x + c_out F(c_in x; sigma)`` around ``self.backbone``, and
+    trains it on ``loss(denoiser, x0, generator)`` (default :class:`~diffuse_feat.losses.DenoisingScoreMatching`:
+    ``lambda(sigma) ||D(x0 + sigma z; sigma) - x0||^2``, ``ln sigma ~ N(-1.2, 1.2^2)``).
 
-    The module *is* a denoiser: ``module(x, sigma)`` returns ``E[x0 | x]``, so samplers and diagnostics
-    take it like any exact reference. Hooks to override in a subclass:
+    The module is a denoiser too: ``module(x, sigma)`` checks its input and returns ``D(x, sigma) = E[x0 | x]``, so
+    samplers and diagnostics take it like any exact reference. Its ``state_dict`` is the denoiser's (``backbone.*``).
 
-    * :meth:`loss_weight` — ``lambda(sigma)`` (default: the preconditioning's, EDM ``(s^2+sd^2)/(s sd)^2``);
-    * :meth:`sample_sigma` — training noise levels (default: ``sigma_sampler``);
-    * :meth:`per_sample_loss` — the whole objective for a batch.
+    Extend by choosing another ``loss`` (a :class:`~diffuse_feat.losses.Loss` subclass owns its sigma density and
+    weighting) or by overriding :meth:`build_denoiser`.
 
     Logged: ``train/loss``, ``train/loss_by_sigma/<bucket>`` (per epoch), ``val/loss`` and
     ``val/loss_by_sigma/<sigma>`` at fixed noise levels with fixed noise, comparable across epochs.
+
+    Args:
+        loss_sigma_edges: edges of the ``train/loss_by_sigma`` buckets; ``None``: 0.05, 0.2, 0.5, 1, 2, 5, or one
+            bucket (``all``) when the loss trains at one fixed sigma.
+        val_sigmas: noise levels of ``val/loss``; ``None``: 0.02, 0.1, 0.3, 1, 3, 10, or the loss's fixed sigma.
+            With a single level only ``val/loss`` is logged (its bucket would repeat it).
     """
 
     def __init__(
@@ -41,18 +52,26 @@ class DiffusionModule(BackboneModule):
         data_shape: Sequence[int] = (),
         num_classes: int = 0,
         preconditioning: Preconditioning = lazy_instance(EDMPreconditioning),
-        sigma_sampler: SigmaSampler = lazy_instance(LogNormalSigma),
+        loss: Loss = DenoisingScoreMatching(),  # not lazy_instance: it cannot deep-copy a callable class
         lr: float = 1e-3,
         optimizer: OptimizerFactory = torch.optim.Adam,
         lr_warmup_steps: int = 0,
-        loss_sigma_edges: Sequence[float] = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0),
-        val_sigmas: Sequence[float] = (0.02, 0.1, 0.3, 1.0, 3.0, 10.0),
+        loss_sigma_edges: Sequence[float] | None = None,
+        val_sigmas: Sequence[float] | None = None,
         seed: int = 0,
         compile_backbone: bool | str = False,
     ):
         super().__init__(backbone, data_shape, num_classes, lr, optimizer, lr_warmup_steps, seed, compile_backbone)
-        self.preconditioning = preconditioning
-        self.sigma_sampler = sigma_sampler
+        # Not registered as a submodule: its only weights are self.backbone's, so the state_dict keys stay
+        # `backbone.*` (older checkpoints load as they are) and the denoiser alone loads the same state_dict.
+        object.__setattr__(self, "denoiser", self.build_denoiser(self.backbone, preconditioning, compile_backbone))
+        self.loss = loss
+        loss.check_denoiser(self.denoiser)
+        fixed = loss.fixed_sigma
+        if loss_sigma_edges is None:
+            loss_sigma_edges = () if fixed is not None else DEFAULT_LOSS_SIGMA_EDGES
+        if val_sigmas is None:
+            val_sigmas = (fixed,) if fixed is not None else DEFAULT_VAL_SIGMAS
         self.val_sigmas = [float(s) for s in val_sigmas]
         self.loss_buckets = BucketMean(loss_sigma_edges)
         self.loss_bucket_names = bucket_labels(loss_sigma_edges)
@@ -60,38 +79,27 @@ class DiffusionModule(BackboneModule):
     def backbone_output_shape(self) -> tuple[int, ...]:
         return self.data_shape
 
-    # ----- the denoiser ---------------------------------------------------------------------------
-    def denoise_unchecked(self, x: Tensor, sigma: Tensor) -> Tensor:
-        """``D(x; sigma)`` for ``sigma`` of shape ``[B]``; preconditioning and output in fp32, backbone may autocast."""
-        c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.preconditioning.coefficients(sigma))
-        x = x.float()
-        raw = self.run_backbone(c_in * x, sigma).float()
-        return c_skip * x + c_out * raw
+    def build_denoiser(self, backbone: nn.Module, preconditioning: Preconditioning,
+                       compile_backbone: bool | str) -> PreconditionedDenoiser:
+        """The denoiser trained around ``backbone`` (override for another parametrization)."""
+        return PreconditionedDenoiser(backbone, preconditioning, compile_backbone=compile_backbone)
 
+    def train(self, mode: bool = True) -> DiffusionModule:
+        super().train(mode)
+        self.denoiser.training = mode  # not a registered child: keep its flag in step with the backbone's
+        return self
+
+    # ----- the denoiser ---------------------------------------------------------------------------
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         """Denoise ``x`` at noise level ``sigma`` (a number or one per sample)."""
         self.check_input(x)
-        return self.denoise_unchecked(x, as_sigma(sigma, x.shape[0], device=x.device))
+        return self.denoiser(x, as_sigma(sigma, x.shape[0], device=x.device))
 
     # ----- training ---------------------------------------------------------------------------------
-    def loss_weight(self, sigma: Tensor) -> Tensor:
-        return self.preconditioning.loss_weight(sigma)
-
-    def sample_sigma(self, batch_size: int) -> Tensor:
-        return self.sigma_sampler.sample(batch_size, device=self.device, generator=self.noise_generator)
-
-    def per_sample_loss(self, x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-        """``lambda(sigma) * mean_j (D(x0 + sigma z) - x0)_j^2`` for each sample."""
-        x_noisy = x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
-        err = (self.denoise_unchecked(x_noisy, sigma) - x0.float()).square().flatten(1).mean(1)
-        return self.loss_weight(sigma) * err
-
     def compute_loss(self, batch: Any, batch_idx: int) -> Tensor:
         x0 = batch[0]
         self.check_input(x0)
-        sigma = self.sample_sigma(x0.shape[0])
-        noise = torch.randn(x0.shape, device=x0.device, dtype=torch.float32, generator=self.noise_generator)
-        losses = self.per_sample_loss(x0, sigma, noise)
+        losses, sigma = self.loss(self.denoiser, x0, self.noise_generator)
         self.loss_buckets.update(losses, sigma)
         loss = losses.mean()
         if self.log_this_step():
@@ -115,9 +123,11 @@ class DiffusionModule(BackboneModule):
         for sigma_value in self.val_sigmas:
             sigma = torch.full((x0.shape[0],), sigma_value, device=x0.device)
             noise = torch.randn(x0.shape, device=x0.device, dtype=torch.float32, generator=g)
-            loss = self.per_sample_loss(x0, sigma, noise).mean()
+            loss = self.loss.per_sample_loss(self.denoiser, x0, sigma, noise).mean()
             total = total + loss
-            self.log(f"val/loss_by_sigma/{sigma_value:g}", loss, on_epoch=True, batch_size=x0.shape[0], sync_dist=True)
+            if len(self.val_sigmas) > 1:
+                self.log(f"val/loss_by_sigma/{sigma_value:g}", loss, on_epoch=True, batch_size=x0.shape[0],
+                         sync_dist=True)
         self.log("val/loss", total / len(self.val_sigmas), on_epoch=True, prog_bar=True, batch_size=x0.shape[0],
                  sync_dist=True)
 

@@ -32,9 +32,10 @@ from callbacks.feature_learning import FeatureLearningCallback
 
 from ..backbones.patch_net import PatchNet
 from ..data.two_patch import NoisyImagePatchDataModule, TwoPatchDataModule, _SignalNoisePatches
-from ..modules import ClassificationModule
-from ..modules.patch_diffusion import PatchDiffusionModule
+from ..losses import ExpectedNoisePredictionLoss
+from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
+from ..preconditioning import EpsilonPreconditioning
 from ..reporting import to_jsonable
 from .common import make_trainer, quiet, write_json
 
@@ -77,13 +78,19 @@ FULL = Settings(n_snr2=(0.083, 0.25, 0.75, 2.25, 6.75, 20.25, 60.75), n=30, d=10
                 digits_n_snr2=(0.25, 0.75, 2.25, 6.75))
 
 
+def paper_diffusion_module(backbone, data_shape, *, sigma: float = 4 / 3, lr: float = 1e-3, seed: int = 0):
+    """The paper's diffusion setting (as ``configs/feature_learning/diffusion_*.yaml``): noise prediction at one noise
+    level with the exact expectation over the noise, trained by (full-batch) gradient descent."""
+    return DiffusionModule(backbone, data_shape=data_shape, preconditioning=EpsilonPreconditioning(),
+                           loss=ExpectedNoisePredictionLoss(sigma), optimizer=torch.optim.SGD, lr=lr, seed=seed)
+
+
 def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, log_dir: Path, name: str) -> dict:
     """Train one PatchNet with ``objective`` on ``dm``; return the final aggregates and their curves."""
     backbone = functools.partial(PatchNet, width=cfg.width, activation="square", init_std=cfg.init_std)
     torch.manual_seed(seed)
     if objective == "diffusion":
-        model = PatchDiffusionModule(backbone, data_shape=dm.data_shape, sigma=cfg.sigma, lr=cfg.diffusion_lr,
-                                     seed=seed)
+        model = paper_diffusion_module(backbone, dm.data_shape, sigma=cfg.sigma, lr=cfg.diffusion_lr, seed=seed)
         steps, every = cfg.diffusion_steps, cfg.diffusion_every
     else:
         model = ClassificationModule(backbone, data_shape=dm.data_shape, num_classes=2, sigma_data=None,
