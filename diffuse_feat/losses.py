@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from .errors import ConfigError
 from .preconditioning import EpsilonPreconditioning
+from .process import append_dims
 from .sigma_sampling import FixedSigma, LogNormalSigma, SigmaSampler
 
 __all__ = ["SampledLoss", "Loss", "DenoisingScoreMatching", "NoisePredictionLoss", "ExpectedNoisePredictionLoss",
@@ -38,7 +39,7 @@ class SampledLoss(NamedTuple):
 
 
 def _noised(x0: Tensor, sigma: Tensor, noise: Tensor) -> Tensor:
-    return x0 + sigma.reshape(-1, *([1] * (x0.ndim - 1))) * noise
+    return x0 + append_dims(sigma, x0.ndim) * noise
 
 
 class Loss:

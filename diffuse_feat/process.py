@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "append_dims",
     "NoiseProcess",
     "VarianceExploding",
     "OrnsteinUhlenbeck",
@@ -100,10 +101,16 @@ class NoiseProcess:
         return s * (x0 + sig * z)
 
 
+def append_dims(v: Tensor, ndim: int) -> Tensor:
+    """``v`` of shape ``[B]`` (one value per sample) as ``[B, 1, ..., 1]`` with ``ndim`` dimensions, so it
+    broadcasts against a batch ``[B, ...]`` of that many dimensions."""
+    return v.reshape(-1, *([1] * (ndim - 1)))
+
+
 def _per_sample(v: Tensor, x: Tensor) -> Tensor:
     """Reshape a scalar or ``[B]`` tensor to broadcast against ``x`` of shape ``[B, ...]``."""
     v = v.to(device=x.device)
-    return v.reshape(-1, *([1] * (x.ndim - 1))) if v.ndim == 1 else v
+    return append_dims(v, x.ndim) if v.ndim == 1 else v
 
 
 class VarianceExploding(NoiseProcess):

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from ..process import as_sigma
+from ..process import append_dims, as_sigma
 
 __all__ = ["Denoiser", "ExactDenoiser", "score_from_denoiser"]
 
@@ -25,7 +25,7 @@ class Denoiser(Protocol):
 def score_from_denoiser(denoiser: Denoiser, x: Tensor, sigma: Tensor | float) -> Tensor:
     """Tweedie: ``grad log p_sigma(x) = (D(x, sigma) - x) / sigma^2``."""
     s = as_sigma(sigma, x.shape[0], device=x.device, dtype=x.dtype)
-    return (denoiser(x, s) - x) / s.reshape(-1, *([1] * (x.ndim - 1))).square()
+    return (denoiser(x, s) - x) / append_dims(s, x.ndim).square()
 
 
 class ExactDenoiser(nn.Module):

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..preconditioning import EDMPreconditioning, Preconditioning
+from ..process import append_dims
 
 __all__ = ["PreconditionedDenoiser", "CategoricalDenoiser", "CompileWhenTraining", "sigma_per_sample"]
 
@@ -94,7 +95,7 @@ class PreconditionedDenoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         sigma = sigma_per_sample(sigma, x)
-        c_skip, c_out, c_in = (c.reshape(-1, *([1] * (x.ndim - 1))) for c in self.preconditioning.coefficients(sigma))
+        c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.preconditioning.coefficients(sigma))
         x = x.float()
         raw = self.run_backbone(c_in * x, sigma).float()
         return c_skip * x + c_out * raw
@@ -115,7 +116,7 @@ class CategoricalDenoiser(PreconditionedDenoiser):
         """Per-position symbol logits ``[B, v, N...]`` of ``x`` at noise ``sigma``, in fp32."""
         sigma = sigma_per_sample(sigma, x)
         _, _, c_in = self.preconditioning.coefficients(sigma)
-        return self.run_backbone(c_in.reshape(-1, *([1] * (x.ndim - 1))) * x.float(), sigma).float()
+        return self.run_backbone(append_dims(c_in, x.ndim) * x.float(), sigma).float()
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         probs = torch.softmax(self.logits(x, sigma), dim=1)

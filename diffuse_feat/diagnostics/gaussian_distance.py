@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..denoisers.base import Denoiser
 from ..denoisers.gaussian import GaussianDenoiser
+from ..process import append_dims
 from ..samplers import SamplerName, generate
 
 __all__ = [
@@ -57,7 +58,7 @@ def denoise_batched(denoiser: Denoiser, x: Tensor, sigma: Tensor, batch_size: in
 def _sigma_column(sigmas: Tensor | Sequence[float], x: Tensor) -> Tensor:
     """``[S, 1, ..., 1]`` noise levels broadcasting against ``[S, P, *data_shape]``."""
     s = torch.as_tensor(sigmas, dtype=x.dtype, device=x.device).reshape(-1)
-    return s.reshape(-1, *([1] * x.ndim))
+    return append_dims(s, x.ndim + 1)
 
 
 def denoise_on_probes(

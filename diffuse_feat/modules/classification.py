@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..backbones.base import BackboneFactory
 from ..denoisers.preconditioned import CompileWhenTraining
 from ..errors import ConfigError
-from ..process import as_sigma
+from ..process import append_dims, as_sigma
 from ..sigma_sampling import SigmaSampler
 from .base import BackboneModule, OptimizerFactory
 
@@ -67,7 +67,7 @@ class ClassificationModule(BackboneModule):
         x = x.float()
         if self.sigma_data is not None:
             scale = self.sigma_data / (sigma.float().square() + self.sigma_data**2).sqrt()
-            x = x * scale.reshape(-1, *([1] * (x.ndim - 1)))
+            x = x * append_dims(scale, x.ndim)
         return self.backbone_call(self.backbone, x, sigma).float()
 
     def forward(self, x: Tensor, sigma: Tensor | float = 0.0) -> Tensor:
@@ -86,7 +86,7 @@ class ClassificationModule(BackboneModule):
         else:
             sigma = self.sigma_sampler.sample(x.shape[0], device=x.device, generator=self.noise_generator)
             noise = torch.randn(x.shape, device=x.device, dtype=torch.float32, generator=self.noise_generator)
-            x = x + sigma.reshape(-1, *([1] * (x.ndim - 1))) * noise
+            x = x + append_dims(sigma, x.ndim) * noise
         logits = self.logits_unchecked(x, sigma)
         loss = self.loss(logits, y)
         self.train_accuracy.update(logits.detach(), y)

@@ -36,8 +36,7 @@ from ..losses import ExpectedNoisePredictionLoss
 from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EpsilonPreconditioning
-from ..reporting import to_jsonable
-from .common import make_trainer, quiet, write_json
+from .common import make_trainer, quiet, write_results
 
 DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
 
@@ -274,7 +273,4 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
                  "classification_ratio_400_steps": NOTE_CLASSIFICATION_RATIO,
                  "source": "shared/papers/han2024_feature_learning.md §8.1 (the note's own numpy simulation)"},
     }
-    write_json(out / "feature_learning.json", payload)
-    payload = to_jsonable(payload)
-    plot(payload, out / "feature_learning.png")
-    return payload
+    return write_results(out, "feature_learning", payload, plot)
