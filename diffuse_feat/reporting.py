@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from .tensorboard_layout import note_scalars
+
 __all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
 
 JSONL_NAME = "diagnostics.jsonl"
@@ -94,6 +96,7 @@ class RunReporter:
         for w in self.writers:
             for tag, value in flat.items():
                 w.add_scalar(tag, value, step)
+            note_scalars(w, flat)  # a curve over sigma: one chart with a line per sigma
         for logger in self.loggers:
             logger.log_metrics(flat, step=step)
 

@@ -32,6 +32,12 @@ class LossTurnsNaN(DiffusionModule):
         return loss * torch.nan if hit else loss
 
 
+class NaNAtStepFour(LossTurnsNaN):
+    """Diverges at step 4: a run of one epoch of 4 steps is fine, its resume is not."""
+
+    nan_step = 4
+
+
 class NaNOnRankOne(LossTurnsNaN):
     """One rank's bad batch in a DDP run: NaN on rank 1 only, at step 2 only."""
 
