@@ -22,7 +22,7 @@ from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reporting import read_jsonl
 
 from .fake_images import write_fake_cifar10, write_fake_mnist
-from .helpers import LossTurnsNaN
+from .helpers import InterruptAtStep, Interrupted, LossTurnsNaN
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
@@ -84,7 +84,14 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
 
 
 def _all_weights(cli) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+    """The run's live weights and Adam moments, from its last.ckpt. Not ``cli.model``: at the end of fit the EMA
+    callback copies its average in, and before its first update that is the initial weights of every run."""
+    ckpt = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == cli.trainer.global_step
+    live = ckpt.get("current_model_state", ckpt["state_dict"])
+    moments = {f"adam.{i}.{k}": v for i, state in ckpt["optimizer_states"][0]["state"].items()
+               for k, v in state.items() if k != "step"}
+    return {**live, **moments}
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -109,6 +116,26 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert Path(resumed.trainer.log_dir).resolve() == Path(part.trainer.log_dir).resolve()
     steps = [r["step"] for r in read_jsonl(Path(part.trainer.log_dir) / "diagnostics.jsonl")]
     assert steps == sorted(set(steps)) and set(hist_res) <= set(steps)  # no record doubled by the resume
+
+
+def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+    common = ["fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.callbacks.every_n_steps=5",
+              "--trainer.callbacks.num_samples=2", "--trainer.callbacks.num_steps=2", "--trainer.max_epochs=4"]
+    full = run_cli(*common, "--trainer.logger.init_args.name=full")
+    cut = DiffuseFeatCLI(args=[*common[1:], "--trainer.logger.init_args.name=cut",
+                               "--checkpoint.every_n_train_steps=1"], run=False)
+    # after the checkpoint callback (appended last), as a kill would be, and not in the run's config.yaml
+    cut.trainer.callbacks.append(InterruptAtStep(6))
+    with pytest.raises(Interrupted):  # 4 steps an epoch: killed after step 6, in the middle of the second epoch
+        cut.trainer.fit(cut.model, datamodule=cut.datamodule)
+    last = tmp_path / "runs" / "cut" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+    resumed = run_cli("fit", "--ckpt_path", str(last))  # no other argument: the run's own config.yaml
+    assert resumed.trainer.global_step == full.trainer.global_step == 16
+    a, b = _all_weights(full), _all_weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
 
 
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
