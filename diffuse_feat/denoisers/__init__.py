@@ -11,6 +11,7 @@ from .adapters import (
     wrap_prediction,
 )
 from .base import Denoiser, ExactDenoiser, score_from_denoiser
+from .checkpoint import load_denoiser
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
 from .mixture import GaussianMixtureDenoiser
@@ -34,4 +35,5 @@ __all__ = [
     "FlowVelocityDenoiser",
     "EDMDenoiser",
     "wrap_prediction",
+    "load_denoiser",
 ]
