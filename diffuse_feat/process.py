@@ -237,7 +237,12 @@ class DDPM(NoiseProcess):
 
 # ----- processes of models trained elsewhere (used by diffuse_feat.denoisers.adapters) -------------------------------
 class SigmaOutOfRangeError(ConfigError):
-    """A noise level outside the range a model was trained on (a discrete schedule's table, VP's t <= 1)."""
+    """A noise level outside the range a model was trained on (a discrete schedule's table, VP's t <= 1); ``sigma``,
+    ``low`` and ``high`` say which and what the range is."""
+
+    def __init__(self, message: str, sigma: float = math.nan, low: float = 0.0, high: float = math.inf):
+        super().__init__(message)
+        self.sigma, self.low, self.high = sigma, low, high
 
 
 def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: float) -> None:
@@ -245,9 +250,10 @@ def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: floa
     a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
     outside = (sigma < low * (1 - 1e-6)) | (sigma > high * (1 + 1e-6))
     if bool(outside.any()):
+        bad = float(sigma[outside][0])
         raise SigmaOutOfRangeError(
-            f"sigma={float(sigma[outside][0]):.4g} lies outside the range {low:.4g} to {high:.4g} of the "
-            f"{type(process).__name__} the model was trained on; ask for noise levels inside it")
+            f"sigma={bad:.4g} lies outside the range {low:.4g} to {high:.4g} of the {type(process).__name__} the "
+            "model was trained on; ask for noise levels inside it", bad, low, high)
 
 
 class VariancePreserving(NoiseProcess):

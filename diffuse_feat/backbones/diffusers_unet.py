@@ -8,14 +8,17 @@ Needs the optional extra: ``pip install -e ".[diffusers]"``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from ..denoisers.adapters import edm_noise_conditioning
 from ..errors import ConfigError
 
-__all__ = ["DiffusersUNet", "require_diffusers"]
+__all__ = ["DiffusersUNet", "require_diffusers", "attention_for_jacobians"]
 
 
 def require_diffusers():
@@ -26,6 +29,14 @@ def require_diffusers():
         raise ConfigError('this needs the optional diffusers package; install it with pip install -e ".[diffusers]"') \
             from None
     return diffusers
+
+
+def attention_for_jacobians(module: nn.Module):
+    """Plain-math attention while an evaluated network is differentiated (diagnostics' Jacobians differentiate it
+    twice, which PyTorch's fused attention kernels do not support); the fused kernels otherwise."""
+    if torch.is_grad_enabled() and not module.training:
+        return sdpa_kernel(SDPBackend.MATH)
+    return contextlib.nullcontext()
 
 
 class DiffusersUNet(nn.Module):
@@ -62,4 +73,5 @@ class DiffusersUNet(nn.Module):
             up_block_types=tuple(up_block_types or ("UpBlock2D",) * levels), add_attention=add_attention)
 
     def forward(self, x: Tensor, sigma: Tensor) -> Tensor:
-        return self.unet(x, edm_noise_conditioning(sigma.float())).sample
+        with attention_for_jacobians(self):
+            return self.unet(x, edm_noise_conditioning(sigma.float())).sample

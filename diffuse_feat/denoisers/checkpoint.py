@@ -119,8 +119,8 @@ def read_checkpoint(path: str | os.PathLike, *, ema: bool = True,
     """
     path = Path(path)
     if not path.is_file():
-        raise DataNotFoundError(f"no checkpoint file '{path}'; give the path of a run's .ckpt "
-                                "(e.g. runs/<name>/version_N/checkpoints/last.ckpt)")
+        raise DataNotFoundError(f"no checkpoint file '{path}'; give the path of a run's .ckpt, "
+                                "such as runs/<name>/version_N/checkpoints/last.ckpt")
     checkpoint = torch.load(path, map_location=map_location, weights_only=False)
     hparams = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not hparams or "backbone" not in hparams or "state_dict" not in checkpoint:

@@ -22,7 +22,7 @@ from typing import Literal
 
 from torch import Tensor, nn
 
-from ..backbones.diffusers_unet import DiffusersUNet, require_diffusers
+from ..backbones.diffusers_unet import DiffusersUNet, attention_for_jacobians, require_diffusers
 from ..denoisers.adapters import (
     EDMDenoiser,
     EpsilonPredictionDenoiser,
@@ -50,7 +50,8 @@ class UNetPrediction(nn.Module):
         self.unet = unet
 
     def forward(self, x_t: Tensor, timestep: Tensor) -> Tensor:
-        return self.unet(x_t, timestep).sample
+        with attention_for_jacobians(self):
+            return self.unet(x_t, timestep).sample
 
 
 def _read_json(path: Path) -> dict:
