@@ -248,9 +248,9 @@ class SigmaOutOfRangeError(ConfigError):
 def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: float) -> None:
     """Refuse sigma outside ``[low, high]`` with one sentence. A relative slack of 1e-6 lets the ends through after
     a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
-    outside = (sigma < low * (1 - 1e-6)) | (sigma > high * (1 + 1e-6))
-    if bool(outside.any()):
-        bad = float(sigma[outside][0])
+    smallest, largest = (float(v) for v in torch.aminmax(sigma))  # one reduction: this runs on every call
+    if smallest < low * (1 - 1e-6) or largest > high * (1 + 1e-6):
+        bad = smallest if smallest < low * (1 - 1e-6) else largest
         raise SigmaOutOfRangeError(
             f"sigma={bad:.4g} lies outside the range {low:.4g} to {high:.4g} of the {type(process).__name__} the "
             "model was trained on; ask for noise levels inside it", bad, low, high)
@@ -281,7 +281,9 @@ class VariancePreserving(NoiseProcess):
         return torch.rsqrt(1 + torch.as_tensor(sigma, dtype=torch.float64).square())  # any VP: alpha_bar = 1/(1+s^2)
 
     def sigma_range(self) -> tuple[float, float]:
-        return 0.0, float(self.sigma(1.0))
+        if not hasattr(self, "_sigma_max"):
+            self._sigma_max = float(self.sigma(1.0))
+        return 0.0, self._sigma_max
 
     def t_of_sigma(self, sigma):
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
@@ -338,6 +340,8 @@ class DiscreteSchedule(NoiseProcess):
         self.timesteps = timesteps
         self.log_alpha_bar = torch.log(table)
         self.num_steps = table.numel()
+        ends = torch.sqrt(torch.expm1(-self.log_alpha_bar[[0, -1]]))
+        self._sigma_range = (float(ends[0]), float(ends[1]))  # read on every call: computed once
 
     @classmethod
     def from_betas(cls, betas: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"
@@ -378,20 +382,19 @@ class DiscreteSchedule(NoiseProcess):
         return torch.rsqrt(1 + torch.as_tensor(sigma, dtype=torch.float64).square())  # exact for any sigma
 
     def sigma_range(self) -> tuple[float, float]:
-        ends = torch.sqrt(torch.expm1(-self.log_alpha_bar[[0, -1]]))
-        return float(ends[0]), float(ends[1])
+        return self._sigma_range
 
     def t_of_sigma(self, sigma):
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         _check_sigma_in(self, sigma, *self.sigma_range())
         table = self._table(sigma.device)
-        target = torch.log1p(sigma.square())  # -log alpha_bar, increasing in t
-        hi = torch.searchsorted(table, target.contiguous()).clamp(1, self.num_steps - 1)
+        target = torch.log1p(sigma * sigma)  # -log alpha_bar, increasing in t
+        hi = torch.searchsorted(table, target).clamp_(1, self.num_steps - 1)
         lo = hi - 1
         if self.timesteps == "nearest":  # nearest in log sigma^2 = log(e^L - 1), L = -log alpha_bar
             log_sigma_sq = torch.log(sigma.square())
             d_lo = (log_sigma_sq - torch.log(torch.expm1(table[lo]))).abs()
             d_hi = (torch.log(torch.expm1(table[hi])) - log_sigma_sq).abs()
             return torch.where(d_hi < d_lo, hi, lo).to(torch.float64)
-        w = (target - table[lo]) / (table[hi] - table[lo])
-        return lo.to(torch.float64) + w.clamp(0, 1)
+        below = table[lo]
+        return (target - below).div_(table[hi] - below).clamp_(0, 1).add_(lo)

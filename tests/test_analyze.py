@@ -83,6 +83,10 @@ def test_analyze_on_a_checkpoint_gives_what_its_callback_logged(trained_run, tmp
     assert json.loads((tmp_path / f"{diagnostic}.json").read_text()) == result
     assert (tmp_path / f"{diagnostic}.png").stat().st_size > 1000
     assert_same_numbers(logged[0]["values"], result["values"])
+    [record] = read_jsonl(tmp_path / "diagnostics.jsonl")  # the record the callback wrote, at step 0
+    assert record["name"] == callback and record["step"] == 0
+    assert_same_numbers(logged[0]["values"], record["values"])
+    assert any(p.name.startswith("events.out.tfevents") for p in tmp_path.iterdir())
 
 
 def test_exact_references_are_denoisers_too(tmp_path):

@@ -4,7 +4,8 @@ model you already have.
 The model (``SPEC``: a run checkpoint, a diffusers folder, ``python:module.attr``, or an exact reference of the
 data; :mod:`.denoiser_spec`) is measured over the data of a DataModule (``CONFIG``: a YAML of ``train.py``'s format,
 whose ``data`` section is used) by the same pure functions, with the same settings and figure, as the diagnostic's
-callback during training (:mod:`.runners`); ``DIR/<diagnostic>.json`` and ``DIR/<diagnostic>.png`` are written.
+callback during training (:mod:`.runners`); ``DIR/<diagnostic>.json`` and ``DIR/<diagnostic>.png`` are written, and
+what the callback would log (TensorBoard events, a ``diagnostics.jsonl`` record) at step 0.
 
 Settings are the callback's constructor arguments: its defaults, then those of the same callback in ``CONFIG``'s
 ``trainer.callbacks`` (so a run's own ``config.yaml`` reproduces what the run logged), then ``--set name=value``.
@@ -12,6 +13,7 @@ Settings are the callback's constructor arguments: its defaults, then those of t
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,9 @@ import yaml
 from ..errors import ConfigError, DataNotFoundError
 from ..plotting import save_figure
 from ..process import SigmaOutOfRangeError
-from ..reporting import to_jsonable
+from ..reporting import RunReporter, to_jsonable
 from .denoiser_spec import SPEC_FORMS, DataShapedDenoiser, PythonModel, resolve_denoiser
-from .runners import DIAGNOSTICS, Job, SigmaRange, build_settings, settings_defaults, settings_names
+from .runners import DIAGNOSTICS, Job, Result, SigmaRange, build_settings, settings_defaults, settings_names
 
 __all__ = ["analyze", "load_config", "datamodule_from_config", "DIAGNOSTICS", "SPEC_FORMS", "PythonModel"]
 
@@ -138,9 +140,25 @@ def analyze(diagnostic: str, denoiser: str, data: str | os.PathLike, out: str | 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = to_jsonable(payload)
-    import json
-
     (out / f"{diagnostic}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
+    write_as_callback(out, getattr(job.settings, "name", diagnostic), result)
     if result.figure is not None:
-        save_figure(result.figure, out / f"{diagnostic}.png")
+        save_figure(result.figure, out / f"{diagnostic}.png")  # closes it
     return payload
+
+
+def write_as_callback(out: Path, name: str, result: Result) -> None:
+    """What the diagnostic's callback writes at a step, here at step 0: the values as TensorBoard scalars under
+    ``diagnostics/<name>``, a ``diagnostics.jsonl`` record (``read_jsonl`` reads both alike) and the figure under
+    ``figures/<name>`` (left open for the PNG)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(out))
+    try:
+        reporter = RunReporter(out, writers=[writer])
+        reporter.scalars(f"diagnostics/{name}", result.values, 0)
+        reporter.record(name, 0, result.values)
+        if result.figure is not None:
+            writer.add_figure(f"figures/{name}", result.figure, 0, close=False)
+    finally:
+        writer.close()
