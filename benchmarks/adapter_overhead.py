@@ -5,8 +5,8 @@ The U-Net is the tiny one of the tests and the README (``UNet2DModel``, 8x8, 1 c
 mid-block attention), random weights saved to a temporary folder. The wrapper adds the sigma -> timestep map of the
 DDPM table (float64, with its range check), the input scaling and the eps -> x0 conversion (fp32). Both calls run
 as pairs in alternating order, ``--rounds`` rounds of ``--calls`` pairs, under ``torch.no_grad``; the ratio is the
-median over rounds of (wrapped time / bare time), so a load change during the run hits both alike. Say the machine's load when
-you quote the figure.
+median over rounds of (wrapped time / bare time), so a load change during the run hits both alike. Say the
+machine's load when you quote the figure.
 
     python benchmarks/adapter_overhead.py [--batch 1 16 128] [--rounds 15] [--calls 40] [--device cpu]
 """
