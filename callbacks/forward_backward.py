@@ -31,14 +31,18 @@ import torch
 
 from diffuse_feat.data.capabilities import LatentTrees, TrainingSet
 from diffuse_feat.diagnostics.hierarchy import (
-    bp_gaussian_forward_backward,
+    bp_reference_curves,
     classifier_read_out,
+    forward_backward_probes,
+    forward_backward_values,
     image_forward_backward,
+    image_forward_backward_values,
+    image_probes,
     learned_forward_backward,
 )
 from diffuse_feat.plotting.forward_backward import forward_backward_figure, image_forward_backward_figure
 from diffuse_feat.reporting import RunReporter
-from diffuse_feat.samplers import SamplerName, SeededNoise
+from diffuse_feat.samplers import SamplerName
 
 from .base import DiagnosticCallback
 
@@ -91,9 +95,7 @@ class ForwardBackwardCallback(DiagnosticCallback):
     def image_probes(self, dm) -> torch.Tensor:
         """The first ``num_probes`` held-out images, or training images when the data holds none out (the image
         configs train on every image: ``n_val = 0``)."""
-        held_out = dm.val_tensor()
-        pool = held_out if held_out.shape[0] > 0 else dm.train_tensor()
-        return pool[: self.num_probes]
+        return image_probes(dm, self.num_probes)
 
     def measure_images(self, dm, model, device: torch.device) -> dict[str, Any]:
         x0 = self.image_probes(dm).to(device)
@@ -102,16 +104,7 @@ class ForwardBackwardCallback(DiagnosticCallback):
                                      seeds=range(self.seed, self.seed + x0.shape[0]), sampler=self.sampler,
                                      num_steps=self.num_steps)
         self._images = res
-        values: dict[str, Any] = {}
-        for i, sigma in enumerate(self.sigmas):
-            if "p_class" in res:
-                values[f"p_class_s{sigma:g}"] = res["p_class"][i]
-            for depth in res["depths"]:
-                values[f"change_{depth}_s{sigma:g}"] = res["change"][depth][i]
-        values.update(sigma=self.sigmas, depths=res["depths"], change=res["change"])
-        if "p_class" in res:
-            values["p_class"] = res["p_class"]
-        return values
+        return image_forward_backward_values(self.sigmas, res)
 
     def required_capabilities(self) -> tuple[type, ...]:
         return (TrainingSet, LatentTrees) if self.mode == "rhm" else (TrainingSet,)
@@ -120,17 +113,13 @@ class ForwardBackwardCallback(DiagnosticCallback):
         return "for other data pass mode='images' (and classifier_checkpoint= to read classes)"
 
     def _probes(self, dm) -> tuple[torch.Tensor, list[torch.Tensor], list[int]]:
-        x0 = dm.val_tensor()[: self.num_probes]
-        seeds = list(range(self.seed, self.seed + x0.shape[0]))
-        return x0, [t[: x0.shape[0]] for t in dm.val_trees()], seeds
+        return forward_backward_probes(dm, self.num_probes, self.seed)
 
     def exact_curves(self, dm) -> dict:
         """The BP reference on the probes with the very noise the model sees (computed once, on CPU)."""
         if self._exact is None:
             x0, trees, seeds = self._probes(dm)
-            bp = dm.bp_denoiser()
-            noise = SeededNoise(seeds).randn_like(x0)
-            self._exact = bp_gaussian_forward_backward(bp, x0, trees, self.sigmas, noise, seed=self.seed)
+            self._exact = bp_reference_curves(dm.bp_denoiser(), x0, trees, self.sigmas, seeds, self.seed)
         return self._exact
 
     def measure(self, trainer, pl_module, model) -> dict[str, Any]:
@@ -142,15 +131,7 @@ class ForwardBackwardCallback(DiagnosticCallback):
         learned = learned_forward_backward(model, x0.to(pl_module.device), trees, self.sigmas, dm.parse,
                                            seeds=seeds, sampler=self.sampler, num_steps=self.num_steps)
         self._learned = learned
-        values: dict[str, Any] = {}
-        for i, sigma in enumerate(self.sigmas):
-            values[f"p_class_s{sigma:g}"] = learned["p_class"][i]
-            values[f"p_leaves_s{sigma:g}"] = learned["p_unchanged"][i][-1]
-            values[f"p_valid_s{sigma:g}"] = learned["p_valid"][i]
-            values[f"bp_p_class_s{sigma:g}"] = exact["p_class"][i]
-        values.update(sigma=self.sigmas, p_class=learned["p_class"], p_unchanged=learned["p_unchanged"],
-                      p_valid=learned["p_valid"], bp_p_class=exact["p_class"], bp_p_unchanged=exact["p_unchanged"])
-        return values
+        return forward_backward_values(self.sigmas, learned, exact)
 
     def report(self, reporter: RunReporter, values, step, trainer, model) -> None:
         if self.mode == "images":

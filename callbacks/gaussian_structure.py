@@ -31,6 +31,7 @@ from torch import Tensor
 from diffuse_feat.data.capabilities import GaussianReference, TrainingSet
 from diffuse_feat.diagnostics.gaussian_structure import (
     GaussianStructureSettings,
+    gaussian_structure_probe_pool,
     gaussian_structure_references,
     measure_gaussian_structure,
     sigma_key,
@@ -104,12 +105,10 @@ class GaussianStructureCallback(DiagnosticCallback):
     # ----- probes and references (computed once) --------------------------------------------------
     def select_probes(self, trainer: pl.Trainer) -> tuple[Tensor, bool]:
         """Clean probe points ``[m, *data_shape]`` and whether they are held out from training."""
-        dm = trainer.datamodule
-        held_out = dm.val_tensor()
-        if held_out.shape[0] >= 2:
-            return held_out, True
-        rank_zero_warn(f"{self.name}: the data has no held-out points (n_val = 0); probing with training points")
-        return dm.train_tensor(), False
+        pool, held_out = gaussian_structure_probe_pool(trainer.datamodule)
+        if not held_out:
+            rank_zero_warn(f"{self.name}: the data has no held-out points (n_val = 0); probing with training points")
+        return pool, held_out
 
     def _references(self, trainer: pl.Trainer, device: torch.device) -> dict[str, Any]:
         if self._refs is None:

@@ -26,10 +26,9 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
-from diffuse_feat.data.capabilities import GaussianReference, MixtureTheory, OracleLabels, TrainingSet
-from diffuse_feat.diagnostics.cloning import classifier_labeler, cloning_experiment, nearest_train_labeler
-from diffuse_feat.diagnostics.regimes_references import regimes_references, regimes_summary
-from diffuse_feat.errors import MissingGroundTruth
+from diffuse_feat.data.capabilities import GaussianReference, OracleLabels, TrainingSet
+from diffuse_feat.diagnostics.cloning import choose_labeler, cloning_experiment
+from diffuse_feat.diagnostics.regimes_references import regimes_references_of_data, regimes_summary
 from diffuse_feat.ou import Method, ou_time_grid
 from diffuse_feat.plotting.regimes import regimes_figure
 from diffuse_feat.reporting import RunReporter
@@ -115,23 +114,14 @@ class RegimesCallback(DiagnosticCallback):
     def make_labeler(self, trainer: pl.Trainer, device: torch.device):
         """``x -> class`` as ``labeler`` says (``"auto"``: the data's oracle, else the classifier checkpoint),
         or a clear error naming what is missing."""
-        dm, choice = trainer.datamodule, self.labeler
-        if choice in ("auto", "oracle") and isinstance(dm, OracleLabels):
-            return dm.oracle_labels
-        if choice == "nearest_train":
-            return nearest_train_labeler(dm.train_tensor(), dm.train_labels())
-        if self.classifier_checkpoint:
+        def load_classifier():
             from diffuse_feat.modules.classification import ClassificationModule
 
-            classifier = ClassificationModule.load_from_checkpoint(
-                self.classifier_checkpoint, map_location=device, weights_only=False
-            ).eval()
-            return classifier_labeler(classifier, self.classifier_sigma)
-        raise MissingGroundTruth(
-            f"{self.name} needs a labeler for phi(t), but {type(dm).__name__} has no `oracle_labels` (OracleLabels); "
-            "pass classifier_checkpoint=<path to a ClassificationModule .ckpt> "
-            "(e.g. trained with configs/digits/classifier.yaml), or labeler='nearest_train'"
-        )
+            return ClassificationModule.load_from_checkpoint(
+                self.classifier_checkpoint, map_location=device, weights_only=False).eval()
+
+        return choose_labeler(trainer.datamodule, self.labeler, load_classifier if self.classifier_checkpoint else None,
+                              self.classifier_sigma, self.name)
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
@@ -140,17 +130,8 @@ class RegimesCallback(DiagnosticCallback):
 
     def _references(self, trainer: pl.Trainer) -> dict[str, Any]:
         if self._refs is None:
-            dm = trainer.datamodule
-            train = dm.train_tensor()
-            labels = dm.train_labels() if dm.num_classes >= 2 else None
-            if labels is not None and bool((labels < 0).any()):
-                labels = None
-            mixture = dm if isinstance(dm, MixtureTheory) else None
-            self._refs = regimes_references(
-                dm.empirical_denoiser(), self.clone_times, n=train.shape[0], d=train[0].numel(),
-                eigenvalues=None if mixture is not None else dm.covariance_eigh()[0], mixture=mixture, labels=labels,
-                reference_samples=self.reference_samples, seed=self.seed)
-            self._refs["train"] = train
+            self._refs = regimes_references_of_data(trainer.datamodule, self.clone_times,
+                                                    reference_samples=self.reference_samples, seed=self.seed)
         return self._refs
 
     # ----- measurement ------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import torch
 from torchvision.utils import make_grid
 
 from diffuse_feat.data.capabilities import TrainingSet
+from diffuse_feat.diagnostics.samples import sample_statistics
 from diffuse_feat.plotting.samples import samples_scatter
 from diffuse_feat.reporting import RunReporter
 from diffuse_feat.samplers import generate
@@ -33,10 +34,7 @@ class SampleGridCallback(DiagnosticCallback):
                            device=pl_module.device)
         self._samples = samples.cpu()
         real = trainer.datamodule.train_tensor() if isinstance(trainer.datamodule, TrainingSet) else None
-        values = {"sample_mean": samples.mean().item(), "sample_std": samples.std().item()}
-        if real is not None:
-            values.update(data_mean=real.mean().item(), data_std=real.std().item())
-        return values
+        return sample_statistics(samples, real)
 
     def report(self, reporter: RunReporter, values, step, trainer, model):
         samples = self._samples

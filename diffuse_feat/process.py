@@ -14,12 +14,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from .errors import ConfigError
+
 __all__ = [
     "append_dims",
     "NoiseProcess",
     "VarianceExploding",
     "OrnsteinUhlenbeck",
     "DDPM",
+    "VariancePreserving",
+    "RectifiedFlow",
+    "DiscreteSchedule",
+    "SigmaOutOfRangeError",
     "as_sigma",
     "edm_sigma_grid",
 ]
@@ -78,6 +84,10 @@ class NoiseProcess:
 
     def scale_of_sigma(self, sigma: Tensor | float) -> Tensor:
         return self.scale(self.t_of_sigma(sigma))
+
+    def sigma_range(self) -> tuple[float, float]:
+        """The noise levels a model trained on this process has seen, ``(lowest, highest)``."""
+        return 0.0, math.inf
 
     def to_sigma_space(self, x_t: Tensor, t: Tensor | float) -> tuple[Tensor, Tensor]:
         """Map a state at time ``t`` to ``(x_t / s(t), sigma(t))``."""
@@ -201,6 +211,9 @@ class DDPM(NoiseProcess):
     def alpha_bar(self, t):
         return torch.exp(self._log_alpha_bar(t))
 
+    def sigma_range(self) -> tuple[float, float]:
+        return 0.0, float(self.sigma(self.num_steps))
+
     def sigma(self, t):
         return torch.sqrt(torch.expm1(-self._log_alpha_bar(t)))
 
@@ -220,3 +233,168 @@ class DDPM(NoiseProcess):
         lo = hi - 1
         w = (table[lo] - target) / (table[lo] - table[hi])
         return lo.to(torch.float64) + w.clamp(0, 1)
+
+
+# ----- processes of models trained elsewhere (used by diffuse_feat.denoisers.adapters) -------------------------------
+class SigmaOutOfRangeError(ConfigError):
+    """A noise level outside the range a model was trained on (a discrete schedule's table, VP's t <= 1); ``sigma``,
+    ``low`` and ``high`` say which and what the range is."""
+
+    def __init__(self, message: str, sigma: float = math.nan, low: float = 0.0, high: float = math.inf):
+        super().__init__(message)
+        self.sigma, self.low, self.high = sigma, low, high
+
+
+def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: float) -> None:
+    """Refuse sigma outside ``[low, high]`` with one sentence. A relative slack of 1e-6 lets the ends through after
+    a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
+    smallest, largest = (float(v) for v in torch.aminmax(sigma))  # one reduction: this runs on every call
+    if smallest < low * (1 - 1e-6) or largest > high * (1 + 1e-6):
+        bad = smallest if smallest < low * (1 - 1e-6) else largest
+        raise SigmaOutOfRangeError(
+            f"sigma={bad:.4g} lies outside the range {low:.4g} to {high:.4g} of the {type(process).__name__} the "
+            "model was trained on; ask for noise levels inside it", bad, low, high)
+
+
+class VariancePreserving(NoiseProcess):
+    """Continuous VP (Song et al. 2021): ``beta(t) = beta_min + t (beta_max - beta_min)`` for ``t`` in ``[0, 1]``,
+    ``log alpha_bar(t) = -(beta_min t + (beta_max - beta_min) t^2 / 2)``, ``s = sqrt(alpha_bar)``,
+    ``sigma = sqrt(1 / alpha_bar - 1)``. Sigma above ``sigma(1)`` is refused: the model never saw ``t > 1``.
+    """
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        if not 0 <= beta_min < beta_max:
+            raise ConfigError(f"VariancePreserving needs 0 <= beta_min < beta_max, got {beta_min}, {beta_max}")
+        self.beta_min, self.beta_max = float(beta_min), float(beta_max)
+
+    def _log_alpha_bar(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return -(self.beta_min * t + 0.5 * (self.beta_max - self.beta_min) * t.square())
+
+    def sigma(self, t):
+        return torch.sqrt(torch.expm1(-self._log_alpha_bar(t)))
+
+    def scale(self, t):
+        return torch.exp(0.5 * self._log_alpha_bar(t))
+
+    def scale_of_sigma(self, sigma):
+        return torch.rsqrt(1 + torch.as_tensor(sigma, dtype=torch.float64).square())  # any VP: alpha_bar = 1/(1+s^2)
+
+    def sigma_range(self) -> tuple[float, float]:
+        if not hasattr(self, "_sigma_max"):
+            self._sigma_max = float(self.sigma(1.0))
+        return 0.0, self._sigma_max
+
+    def t_of_sigma(self, sigma):
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        _check_sigma_in(self, sigma, *self.sigma_range())
+        # the positive root of (beta_max - beta_min)/2 t^2 + beta_min t = log(1 + sigma^2), written without the
+        # cancellation of (-b + sqrt(b^2 + 4ac)) / 2a at small sigma
+        a, b = 0.5 * (self.beta_max - self.beta_min), self.beta_min
+        c = torch.log1p(sigma.square())
+        return (2 * c / (b + torch.sqrt(b * b + 4 * a * c))).clamp(0, 1)
+
+
+class RectifiedFlow(NoiseProcess):
+    """Rectified flow / flow matching: ``x_t = (1 - t) x_0 + t eps`` for ``t`` in ``[0, 1)``, so ``s = 1 - t`` and
+    ``sigma = t / (1 - t)``; ``t = sigma / (1 + sigma)``."""
+
+    def sigma(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64)
+        return t / (1 - t)
+
+    def scale(self, t):
+        return 1 - torch.as_tensor(t, dtype=torch.float64)
+
+    def t_of_sigma(self, sigma):
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        return sigma / (1 + sigma)
+
+    def scale_of_sigma(self, sigma):
+        return 1 / (1 + torch.as_tensor(sigma, dtype=torch.float64))
+
+
+class DiscreteSchedule(NoiseProcess):
+    """A discrete VP schedule given by its table ``alpha_bar[k]``, ``k = 0 .. N-1``: ``t`` is the model's own timestep
+    (diffusers' ``alphas_cumprod``, where ``alpha_bar[0] = 1 - beta_1``; :class:`DDPM`'s ``t = 0`` is clean data).
+
+    ``sigma(k) = sqrt(1 / alpha_bar[k] - 1)``, ``s(k) = sqrt(alpha_bar[k])``. How a continuous sigma becomes a timestep
+    (:meth:`t_of_sigma`) is what ``timesteps`` says:
+
+    * ``"interpolate"`` (default): a fractional timestep, ``log alpha_bar`` linear between integers (as in
+      :class:`DDPM`), so ``t(sigma)`` is smooth and monotone: what ODE samplers and Jacobians need, and what a network
+      with a sinusoidal time embedding (diffusers' U-Nets) accepts;
+    * ``"nearest"``: the integer timestep whose sigma is nearest in ``log sigma``, for networks that only take
+      integers (an embedding table). The input is still scaled by the requested sigma (:meth:`scale_of_sigma`), so
+      ``D`` is exact on the table's sigmas and an approximation between them.
+
+    Sigma outside ``[sigma(0), sigma(N-1)]`` is refused (:class:`SigmaOutOfRangeError`): the model never saw it.
+    """
+
+    def __init__(self, alphas_cumprod: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"):
+        table = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
+        if table.numel() < 2 or not bool(((table > 0) & (table <= 1)).all()) or bool((table[1:] >= table[:-1]).any()):
+            raise ConfigError("alphas_cumprod must be a strictly decreasing table of at least two values in (0, 1]")
+        if timesteps not in ("interpolate", "nearest"):
+            raise ConfigError(f"timesteps must be 'interpolate' or 'nearest', got {timesteps!r}")
+        self.timesteps = timesteps
+        self.log_alpha_bar = torch.log(table)
+        self.num_steps = table.numel()
+        ends = torch.sqrt(torch.expm1(-self.log_alpha_bar[[0, -1]]))
+        self._sigma_range = (float(ends[0]), float(ends[1]))  # read on every call: computed once
+
+    @classmethod
+    def from_betas(cls, betas: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"
+                   ) -> DiscreteSchedule:
+        betas = torch.as_tensor(betas, dtype=torch.float64)
+        return cls(torch.exp(torch.cumsum(torch.log1p(-betas), 0)), timesteps)
+
+    @classmethod
+    def from_ddpm(cls, process: DDPM, timesteps: Literal["interpolate", "nearest"] = "interpolate"
+                  ) -> DiscreteSchedule:
+        """The model timesteps ``0 .. T-1`` of a :class:`DDPM` schedule (its ``t = 1 .. T``)."""
+        return cls.from_betas(process.betas, timesteps)
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tables"}
+
+    def _table(self, device: torch.device) -> Tensor:
+        """``-log alpha_bar`` (increasing) on ``device``, copied there once (a copy per call would sync a GPU)."""
+        cache = self.__dict__.setdefault("_tables", {})
+        if device not in cache:
+            cache[device] = (-self.log_alpha_bar).to(device)
+        return cache[device]
+
+    def _log_alpha_bar(self, t):
+        t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_steps - 1)
+        table = -self._table(t.device)
+        lo = t.floor().long().clamp(max=self.num_steps - 2)
+        w = t - lo
+        return (1 - w) * table[lo] + w * table[lo + 1]
+
+    def sigma(self, t):
+        return torch.sqrt(torch.expm1(-self._log_alpha_bar(t)))
+
+    def scale(self, t):
+        return torch.exp(0.5 * self._log_alpha_bar(t))
+
+    def scale_of_sigma(self, sigma):
+        return torch.rsqrt(1 + torch.as_tensor(sigma, dtype=torch.float64).square())  # exact for any sigma
+
+    def sigma_range(self) -> tuple[float, float]:
+        return self._sigma_range
+
+    def t_of_sigma(self, sigma):
+        sigma = torch.as_tensor(sigma, dtype=torch.float64)
+        _check_sigma_in(self, sigma, *self.sigma_range())
+        table = self._table(sigma.device)
+        target = torch.log1p(sigma * sigma)  # -log alpha_bar, increasing in t
+        hi = torch.searchsorted(table, target).clamp_(1, self.num_steps - 1)
+        lo = hi - 1
+        if self.timesteps == "nearest":  # nearest in log sigma^2 = log(e^L - 1), L = -log alpha_bar
+            log_sigma_sq = torch.log(sigma.square())
+            d_lo = (log_sigma_sq - torch.log(torch.expm1(table[lo]))).abs()
+            d_hi = (torch.log(torch.expm1(table[hi])) - log_sigma_sq).abs()
+            return torch.where(d_hi < d_lo, hi, lo).to(torch.float64)
+        below = table[lo]
+        return (target - below).div_(table[hi] - below).clamp_(0, 1).add_(lo)

@@ -1,6 +1,17 @@
-"""Denoisers ``D(x, sigma) -> E[x_0 | x]``: the protocol, the learned (preconditioned) ones and the exact references."""
+"""Denoisers ``D(x, sigma) -> E[x_0 | x]``: the protocol, the learned (preconditioned) ones, the exact references, and
+adapters for networks trained elsewhere (eps-, v-, x0-prediction, EDM's F, flow velocity)."""
 
+from .adapters import (
+    EDMDenoiser,
+    EpsilonPredictionDenoiser,
+    FlowVelocityDenoiser,
+    PredictionDenoiser,
+    SamplePredictionDenoiser,
+    VPredictionDenoiser,
+    wrap_prediction,
+)
 from .base import Denoiser, ExactDenoiser, score_from_denoiser
+from .checkpoint import load_denoiser
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
 from .mixture import GaussianMixtureDenoiser
@@ -17,4 +28,12 @@ __all__ = [
     "GaussianDenoiser",
     "GaussianMixtureDenoiser",
     "RHMBeliefPropagation",
+    "PredictionDenoiser",
+    "EpsilonPredictionDenoiser",
+    "SamplePredictionDenoiser",
+    "VPredictionDenoiser",
+    "FlowVelocityDenoiser",
+    "EDMDenoiser",
+    "wrap_prediction",
+    "load_denoiser",
 ]

@@ -37,6 +37,7 @@ __all__ = [
     "Labeler",
     "classifier_labeler",
     "nearest_train_labeler",
+    "choose_labeler",
     "ClonePairs",
     "run_clones",
     "agreement",
@@ -68,6 +69,27 @@ def nearest_train_labeler(train: Tensor, labels: Tensor) -> Labeler:
         return labels.to(x.device)[idx[:, 0]]
 
     return label
+
+
+def choose_labeler(datamodule, choice: str = "auto", load_classifier: Callable[[], torch.nn.Module] | None = None,
+                   classifier_sigma: float = 0.0, name: str = "Regimes") -> Labeler:
+    """``x -> class`` as ``choice`` says: ``"auto"``/``"oracle"`` the data's ``oracle_labels`` when it has them,
+    ``"nearest_train"`` the label of the nearest training point, else the classifier ``load_classifier()`` returns
+    (``None``: there is none, and the error names the two ways out)."""
+    from ..data.capabilities import OracleLabels
+    from ..errors import MissingGroundTruth
+
+    if choice in ("auto", "oracle") and isinstance(datamodule, OracleLabels):
+        return datamodule.oracle_labels
+    if choice == "nearest_train":
+        return nearest_train_labeler(datamodule.train_tensor(), datamodule.train_labels())
+    if load_classifier is not None:
+        return classifier_labeler(load_classifier(), classifier_sigma)
+    raise MissingGroundTruth(
+        f"{name} needs a labeler for phi(t), but {type(datamodule).__name__} has no `oracle_labels` (OracleLabels); "
+        "pass classifier_checkpoint=<path to a ClassificationModule .ckpt> "
+        "(e.g. trained with configs/digits/classifier.yaml), or labeler='nearest_train'"
+    )
 
 
 @dataclass

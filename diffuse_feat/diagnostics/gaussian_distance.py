@@ -201,6 +201,8 @@ def generation_similarity(
     sampler: SamplerName = "heun",
     device=None,
     reference_samples: Tensor | None = None,
+    sigma_min: float = 0.002,
+    sigma_max: float = 80.0,
 ) -> dict[str, Tensor]:
     """Samples of ``denoiser`` and ``reference`` from the same initial noise (one seed per sample) and
     the same sampler, so only the denoisers differ: ``nmse = mean_i ||x_i - x_ref_i|| / ||x_ref_i||``.
@@ -208,7 +210,7 @@ def generation_similarity(
     Pass ``reference_samples`` (from an earlier call with the same seeds and sampler) to skip
     regenerating them. Returns ``{"nmse" (0-d), "samples", "reference_samples"}``.
     """
-    kwargs = dict(num_steps=num_steps, sampler=sampler, device=device)
+    kwargs = dict(num_steps=num_steps, sampler=sampler, device=device, sigma_min=sigma_min, sigma_max=sigma_max)
     samples = generate(denoiser, data_shape, seeds, **kwargs)
     if reference_samples is None:
         reference_samples = generate(reference, data_shape, seeds, **kwargs)

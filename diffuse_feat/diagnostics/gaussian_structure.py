@@ -34,7 +34,8 @@ from .jacobian import gaussian_jacobian_distance, gaussian_jacobian_spectrum, ja
 from .linearity import linearity_score, linearity_sigma_grid
 from .memorization import memorization_scores
 
-__all__ = ["GaussianStructureSettings", "gaussian_structure_references", "measure_gaussian_structure", "sigma_key"]
+__all__ = ["GaussianStructureSettings", "gaussian_structure_probe_pool", "gaussian_structure_references",
+           "measure_gaussian_structure", "sigma_key"]
 
 
 def sigma_key(name: str, sigma: float) -> str:
@@ -61,6 +62,10 @@ class GaussianStructureSettings:
     sampler: SamplerName = "heun"
     seed: int = 0
     name: str = "GaussianStructure"
+    #: the noise levels of the linearity and distillation grids and of the samplers (narrower for a model trained on
+    #: a narrower range, e.g. a DDPM table)
+    sigma_min: float = 0.002
+    sigma_max: float = 80.0
     distill_sigmas: Tensor = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -70,7 +75,17 @@ class GaussianStructureSettings:
             raise ValueError(f"{self.name}.alpha_sq must lie in (0, 1), got {self.alpha_sq}")
         object.__setattr__(self, "mid_band", (float(self.mid_band[0]), float(self.mid_band[1])))
         object.__setattr__(self, "jacobian_sigmas", [float(s) for s in self.jacobian_sigmas])
-        object.__setattr__(self, "distill_sigmas", edm_sigma_grid(self.num_distill_sigmas))
+        object.__setattr__(self, "distill_sigmas",
+                           edm_sigma_grid(self.num_distill_sigmas, self.sigma_min, self.sigma_max))
+
+
+def gaussian_structure_probe_pool(datamodule) -> tuple[Tensor, bool]:
+    """Candidate probe points ``[m, *data_shape]`` and whether they are held out: the DataModule's held-out points
+    when it has at least two, else its training points."""
+    held_out = datamodule.val_tensor()
+    if held_out.shape[0] >= 2:
+        return held_out, True
+    return datamodule.train_tensor(), False
 
 
 def gaussian_structure_references(train: Tensor, gaussian, empirical, pool: Tensor, held_out: bool,
@@ -87,7 +102,7 @@ def gaussian_structure_references(train: Tensor, gaussian, empirical, pool: Tens
     x2 = pool[order[num_pairs : 2 * num_pairs]].to(device).float()
     noise = probe_noise((2, *x1.shape), settings.seed + 1, device=device)
     clean, flat_noise = torch.cat([x1, x2]), noise.reshape(-1, *x1.shape[1:])
-    sigmas = linearity_sigma_grid(settings.num_sigmas)
+    sigmas = linearity_sigma_grid(settings.num_sigmas, settings.sigma_min, settings.sigma_max)
     refs: dict[str, Any] = dict(
         train=train, gaussian=gaussian, sigmas=sigmas, x1=x1, x2=x2, noise=(noise[0], noise[1]),
         clean=clean, flat_noise=flat_noise, held_out=held_out,
@@ -107,7 +122,8 @@ def gaussian_structure_references(train: Tensor, gaussian, empirical, pool: Tens
     seeds = list(range(settings.seed, settings.seed + settings.num_samples))
     refs["seeds"] = seeds
     refs["gaussian_samples"] = generate(gaussian, gaussian.data_shape, seeds, num_steps=settings.sample_steps,
-                                        sampler=settings.sampler, device=device)
+                                        sampler=settings.sampler, device=device, sigma_min=settings.sigma_min,
+                                        sigma_max=settings.sigma_max)
     refs["heldout_gl"] = float(memorization_scores(clean, train)["relative_nn_distance"]) if held_out else None
     jac_noise = noise[0][: settings.jacobian_points]
     refs["jacobian_inputs"] = [x1[: settings.jacobian_points] + s * jac_noise for s in settings.jacobian_sigmas]
@@ -159,7 +175,8 @@ def measure_gaussian_structure(model, refs: dict[str, Any], settings: GaussianSt
     values.update(_jacobian(model, refs, curves, settings))
     gen = generation_similarity(model, refs["gaussian"], model.data_shape, refs["seeds"],
                                 num_steps=settings.sample_steps, sampler=settings.sampler, device=device,
-                                reference_samples=refs["gaussian_samples"])
+                                reference_samples=refs["gaussian_samples"], sigma_min=settings.sigma_min,
+                                sigma_max=settings.sigma_max)
     mem = memorization_scores(gen["samples"], refs["train"])
     nearest = refs["train"][mem["nearest_index"]]
     values.update(

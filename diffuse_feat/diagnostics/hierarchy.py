@@ -46,6 +46,11 @@ __all__ = [
     "bp_gaussian_forward_backward",
     "learned_forward_backward",
     "image_forward_backward",
+    "forward_backward_probes",
+    "image_probes",
+    "bp_reference_curves",
+    "forward_backward_values",
+    "image_forward_backward_values",
     "classifier_read_out",
     "normalized_change",
     "channel_stats",
@@ -203,19 +208,21 @@ def learned_forward_backward(
     seeds: Sequence[int],
     sampler: SamplerName = "stochastic",
     num_steps: int = 32,
+    sigma_min: float = 0.002,
 ) -> dict[str, list]:
     """Forward–backward with any denoiser: ``x_hat_0 = forward_backward(denoiser, x0, sigma)`` (noise from
     ``SeededNoise(seeds)``, the same at every sigma), then exact parsing of ``x_hat_0`` against ``trees``.
 
     The default ancestral (``stochastic``) sampler draws approximately from ``p(x_0 | x_t)`` like BP does; the
     probability-flow ODE samplers would map each ``x_t`` to one deterministic point instead.
-    Returns ``sigma``, ``p_class``, ``p_unchanged`` (``[sigma][level]``) and ``p_valid``.
+    Returns ``sigma``, ``p_class``, ``p_unchanged`` (``[sigma][level]``) and ``p_valid``. ``sigma_min``: where the
+    reverse run stops before its last step to 0.
     """
     trees = [t.to(x0.device) for t in trees]
     out: dict[str, list] = {"sigma": [float(s) for s in sigmas], "p_class": [], "p_unchanged": [], "p_valid": []}
     for sigma in sigmas:
         x_hat = forward_backward(denoiser, x0, float(sigma), num_steps=num_steps, sampler=sampler,
-                                 noise=SeededNoise(seeds))
+                                 noise=SeededNoise(seeds), sigma_min=sigma_min)
         agreement = tree_agreement(parse(x_hat), trees)
         for key in ("p_class", "p_unchanged", "p_valid"):
             out[key].append(agreement[key])
@@ -274,6 +281,7 @@ def image_forward_backward(
     sampler: SamplerName = "stochastic",
     num_steps: int = 32,
     depth_names: Sequence[str] | None = None,
+    sigma_min: float = 0.002,
 ) -> dict[str, object]:
     """Forward–backward on images read by a classifier: ``read_out(x) -> (logits, [activations at each depth])``.
 
@@ -294,7 +302,7 @@ def image_forward_backward(
         out["p_class"] = []
     for sigma in sigmas:
         x_hat = forward_backward(denoiser, x0, float(sigma), num_steps=num_steps, sampler=sampler,
-                                 noise=SeededNoise(seeds))
+                                 noise=SeededNoise(seeds), sigma_min=sigma_min)
         logits, acts = read_out(x_hat) if read_out is not None else (None, [])
         if logits is not None:
             out["p_class"].append(float((logits.argmax(1) == logits0.argmax(1)).double().mean()))
@@ -302,6 +310,57 @@ def image_forward_backward(
         for name, before, after, (mean, std) in zip(names, layers0, layers, stats, strict=True):
             out["change"][name].append(float(normalized_change(before, after, mean, std).mean()))
     return out
+
+
+# ----- what the forward-backward callback measures, as plain functions of a DataModule ----------------------------
+def forward_backward_probes(datamodule, num_probes: int, seed: int) -> tuple[Tensor, list[Tensor], list[int]]:
+    """RHM probes: the first ``num_probes`` validation strings, their trees, and one noise seed each."""
+    x0 = datamodule.val_tensor()[:num_probes]
+    seeds = list(range(seed, seed + x0.shape[0]))
+    return x0, [t[: x0.shape[0]] for t in datamodule.val_trees()], seeds
+
+
+def image_probes(datamodule, num_probes: int) -> Tensor:
+    """The first ``num_probes`` held-out images, or training images when the data holds none out (the image configs
+    train on every image: ``n_val = 0``)."""
+    held_out = datamodule.val_tensor()
+    pool = held_out if held_out.shape[0] > 0 else datamodule.train_tensor()
+    return pool[:num_probes]
+
+
+def bp_reference_curves(bp: RHMBeliefPropagation, x0: Tensor, trees: Sequence[Tensor], sigmas: Sequence[float],
+                        seeds: Sequence[int], seed: int) -> dict[str, list]:
+    """Exact BP forward-backward on the probes with the very noise a learned model sees (``SeededNoise(seeds)``)."""
+    noise = SeededNoise(seeds).randn_like(x0)
+    return bp_gaussian_forward_backward(bp, x0, trees, sigmas, noise, seed=seed)
+
+
+def forward_backward_values(sigmas: Sequence[float], learned: dict, exact: dict) -> dict[str, object]:
+    """The scalars (``p_class_s<sigma>``, ``p_leaves_s<sigma>``, ``p_valid_s<sigma>``, ``bp_p_class_s<sigma>``) and
+    curves of one RHM measurement: :func:`learned_forward_backward` next to :func:`bp_reference_curves`."""
+    values: dict[str, object] = {}
+    for i, sigma in enumerate(sigmas):
+        values[f"p_class_s{sigma:g}"] = learned["p_class"][i]
+        values[f"p_leaves_s{sigma:g}"] = learned["p_unchanged"][i][-1]
+        values[f"p_valid_s{sigma:g}"] = learned["p_valid"][i]
+        values[f"bp_p_class_s{sigma:g}"] = exact["p_class"][i]
+    values.update(sigma=list(sigmas), p_class=learned["p_class"], p_unchanged=learned["p_unchanged"],
+                  p_valid=learned["p_valid"], bp_p_class=exact["p_class"], bp_p_unchanged=exact["p_unchanged"])
+    return values
+
+
+def image_forward_backward_values(sigmas: Sequence[float], result: dict) -> dict[str, object]:
+    """The scalars (``p_class_s<sigma>``, ``change_<depth>_s<sigma>``) and curves of :func:`image_forward_backward`."""
+    values: dict[str, object] = {}
+    for i, sigma in enumerate(sigmas):
+        if "p_class" in result:
+            values[f"p_class_s{sigma:g}"] = result["p_class"][i]
+        for depth in result["depths"]:
+            values[f"change_{depth}_s{sigma:g}"] = result["change"][depth][i]
+    values.update(sigma=list(sigmas), depths=result["depths"], change=result["change"])
+    if "p_class" in result:
+        values["p_class"] = result["p_class"]
+    return values
 
 
 # ----- reading curves ----------------------------------------------------------------------------------------------

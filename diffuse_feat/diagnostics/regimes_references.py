@@ -24,7 +24,7 @@ from .collapse import (
 )
 from .regimes_theory import gaussian_collapse_time, gaussian_excess_entropy, gm_excess_entropy, speciation_time
 
-__all__ = ["regimes_references", "regimes_summary"]
+__all__ = ["regimes_references", "regimes_references_of_data", "regimes_summary"]
 
 
 def regimes_references(
@@ -74,6 +74,25 @@ def regimes_references(
     entropy = entropy_proxy(empirical, clone_times, num_samples=reference_samples, seed=seed + 2)
     refs["f_e_over_alpha"] = entropy["f_e"] / entropy["alpha"]
     refs["t_C_entropy"] = estimate_collapse_time(clone_times, refs["f_e_over_alpha"], COLLAPSE_ENTROPY_LEVEL)
+    return refs
+
+
+def regimes_references_of_data(datamodule, clone_times: Tensor, *, reference_samples: int = 1000,
+                               seed: int = 0) -> dict[str, Any]:
+    """:func:`regimes_references` for a DataModule's training set (with its ``MixtureTheory`` when it has one, else
+    the Gaussian theory of its covariance), plus ``train``, the training tensor the collapse is measured against."""
+    from ..data.capabilities import MixtureTheory
+
+    train = datamodule.train_tensor()
+    labels = datamodule.train_labels() if datamodule.num_classes >= 2 else None
+    if labels is not None and bool((labels < 0).any()):
+        labels = None
+    mixture = datamodule if isinstance(datamodule, MixtureTheory) else None
+    refs = regimes_references(
+        datamodule.empirical_denoiser(), clone_times, n=train.shape[0], d=train[0].numel(),
+        eigenvalues=None if mixture is not None else datamodule.covariance_eigh()[0], mixture=mixture, labels=labels,
+        reference_samples=reference_samples, seed=seed)
+    refs["train"] = train
     return refs
 
 

@@ -132,6 +132,12 @@ class DiffusionModule(BackboneModule):
         self.log("val/loss", total / len(self.val_sigmas), on_epoch=True, prog_bar=True, batch_size=x0.shape[0],
                  sync_dist=True)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # names the class for load_denoiser, which rebuilds the denoiser without Lightning (a run started from Python
+        # saves no class path in its hyperparameters)
+        checkpoint["module_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     # ----- convenience --------------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
