@@ -100,13 +100,19 @@ class RunReporter:
         for logger in self.loggers:
             logger.log_metrics(flat, step=step)
 
-    def figure(self, tag: str, fig, step: int) -> None:
-        if self.is_writer:
-            for w in self.writers:
-                w.add_figure(tag, fig, step, close=False)
-        import matplotlib.pyplot as plt
+    def figure(self, tag: str, fig, step: int, close: bool = True) -> None:
+        """``fig`` as one image per panel, ``<tag>/<index>_<panel title>`` (one image ``<tag>`` for a figure of
+        one panel): TensorBoard shrinks an image to its card, and a panel is about a card wide."""
+        if self.is_writer and self.writers:
+            from .plotting.panels import figure_panels
 
-        plt.close(fig)
+            for name, pixels in figure_panels(fig):
+                for w in self.writers:
+                    w.add_image(f"{tag}/{name}" if name else tag, pixels, step, dataformats="HWC")
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
     def images(self, tag: str, grid: Tensor, step: int) -> None:
         """``grid``: ``[C, H, W]`` with values in ``[0, 1]``."""

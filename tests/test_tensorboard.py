@@ -57,3 +57,41 @@ def test_run_logger_writes_one_multiline_chart_per_curve_and_epoch_once_per_epoc
     assert list(charts) == ["val/loss_by_sigma"]
     lines = [t for t in events.Tags()["scalars"] if re.match(charts["val/loss_by_sigma"][0], t)]
     assert len(lines) == 3
+
+
+def test_a_figure_of_panels_is_one_image_per_panel_about_a_card_wide(tmp_path):
+    import torch
+    from torch.utils.tensorboard import SummaryWriter
+
+    from diffuse_feat.plotting.feature_learning import alignment_figure
+    from diffuse_feat.plotting.samples import samples_scatter
+    from diffuse_feat.reporting import RunReporter
+
+    g = torch.Generator().manual_seed(0)
+    last = {"signal": torch.randn(8, 2, generator=g), "noise": torch.randn(8, 6, generator=g)}
+    history = [{"step": s, "signal": s / 10, "noise": s / 20, "increment_ratio": 2.0} for s in range(0, 50, 10)]
+    writer = SummaryWriter(str(tmp_path))
+    reporter = RunReporter(tmp_path, writers=[writer])
+    reporter.figure("figures/three", alignment_figure(last, history, theory=2.0), 5)
+    reporter.figure("figures/one", samples_scatter(torch.randn(20, 2, generator=g)), 5)
+    writer.close()
+    events = EventAccumulator(str(tmp_path), size_guidance={"images": 0}).Reload()
+    tags = sorted(events.Tags()["images"])
+    assert tags[0] == "figures/one" and [t.split("/")[-1][:2] for t in tags[1:]] == ["0_", "1_", "2_"]
+    for tag in tags:  # TensorBoard's image cards are ~320-380 px wide: a panel is shown near its own size
+        image = events.Images(tag)[0]
+        assert image.width <= 420 and image.height <= 420, (tag, image.width, image.height)
+    heat_map = events.Images(tags[1])[0]
+    assert heat_map.width > events.Images(tags[2])[0].width  # the colorbar stayed with its heat map
+
+
+def test_sample_grids_show_each_image_at_least_48_pixels_wide():
+    import torch
+
+    from diffuse_feat.plotting.sample_grid import MIN_IMAGE_PIXELS, image_grid
+
+    digits = torch.rand(6, 1, 8, 8) * 2 - 1
+    grid = image_grid(digits, nrow=3)
+    assert MIN_IMAGE_PIXELS == 48 and grid.shape[-1] >= 3 * 48 and grid.shape[-2] >= 2 * 48
+    assert grid.min() >= 0 and grid.max() <= 1
+    assert torch.equal(grid[0, 6:12, 6:12], grid[0, 6, 6].expand(6, 6))  # one digit pixel: a 6x6 block, sharp

@@ -23,6 +23,7 @@ from diffuse_feat.reporting import read_jsonl
 
 from .fake_images import write_fake_cifar10, write_fake_mnist
 from .helpers import InterruptAtStep, Interrupted, LossTurnsNaN
+from .test_tensorboard import _layout
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
@@ -81,6 +82,15 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
     assert any(t.startswith("train/loss_by_sigma/") for t in scalars)
     assert any(t.startswith("lr-") for t in scalars)
     assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
+    # TensorBoard as the issue asked: buckets named alike, epoch once an epoch, one chart per curve over sigma,
+    # a 2x2 grid of 8x8 digits enlarged to >= 48 px each
+    assert all(t.split("/")[-1].startswith("sigma") for t in scalars if "_by_sigma/" in t)
+    assert [e.value for e in events.Scalars("epoch")] == [0, 1, 2]
+    layout = _layout(run_dir)
+    charts = {chart.title for category in layout.category for chart in category.chart}
+    assert {"train/loss_by_sigma", "val/loss_by_sigma"} <= charts
+    grid = events.Images(next(t for t in images if t.endswith("/generated")))[-1]
+    assert grid.width >= 2 * 48 and grid.height >= 2 * 48
 
 
 def _all_weights(cli) -> dict[str, torch.Tensor]:
