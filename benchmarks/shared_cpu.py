@@ -145,6 +145,7 @@ def main() -> None:
     args.repo = args.repo.resolve()
 
     results = {}
+    loadavg_at_start = os.getloadavg()
     if args.only != "loaded":
         wait_for_idle(args.wait_idle)
         results["idle"] = measure(args, busy=0)
@@ -158,9 +159,11 @@ def main() -> None:
         print(f"  ratio: {ratio:.2f}x loaded / idle (goal <= 3)")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        path = args.out / f"shared_cpu-{args.what}-policy_{args.policy}.json"
+        suffix = (f"-epochs_{args.max_epochs}" if args.max_epochs else "") + (f"-{args.only}" if args.only else "")
+        path = args.out / f"shared_cpu-{args.what}-policy_{args.policy}{suffix}.json"
+        # the machine is shared: "idle" means no busy process of ours, other jobs' load is recorded with it
         record = {"what": args.what, "policy": args.policy, "max_epochs": args.max_epochs, "pytest": args.pytest,
-                  "cpus": os.cpu_count(), **results}
+                  "cpus": os.cpu_count(), "loadavg_at_start": loadavg_at_start, **results}
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"wrote {path}")
 
