@@ -67,7 +67,9 @@ class RunReporter:
             (writers if isinstance(logger, TensorBoardLogger) else others).append(
                 logger.experiment if isinstance(logger, TensorBoardLogger) else logger
             )
-        run_dir = trainer.log_dir if trainer.loggers else trainer.default_root_dir
+        # without a logger nothing is written to disk (it was diagnostics.jsonl in the working directory);
+        # the callbacks' `history` still holds every measurement
+        run_dir = trainer.log_dir if trainer.loggers else None
         return cls(run_dir, writers, others, is_writer=trainer.is_global_zero)
 
     @property

@@ -71,3 +71,9 @@ def test_the_checkpoint_group_is_dropped_when_checkpointing_is_off(tmp_path, mon
     off = DiffuseFeatCLI(args=[*args, "--trainer.enable_checkpointing=false"]).trainer
     assert any(isinstance(cb, ModelCheckpoint) for cb in on.callbacks)
     assert not any(isinstance(cb, ModelCheckpoint) for cb in off.callbacks)
+
+
+def test_a_run_without_a_logger_writes_no_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # where diagnostics.jsonl used to land
+    fit_with_ema(steps=2, update_starting_at_step=0)
+    assert list(tmp_path.iterdir()) == []
