@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -89,7 +90,10 @@ def continue_in_run_folder(logger: Mapping | None, run_dir: Path, step: int) -> 
     if not class_path.endswith(("TensorBoardLogger", "RunLogger")):
         return False
     init = logger["init_args"]
-    init["save_dir"], init["name"], init["version"] = str(run_dir.parent.parent), run_dir.parent.name, run_dir.name
+    save_dir = run_dir.parent.parent
+    with contextlib.suppress(ValueError):  # as the run wrote it (runs/...): ModelCheckpoint then reloads its state
+        save_dir = save_dir.relative_to(Path.cwd().resolve())
+    init["save_dir"], init["name"], init["version"] = str(save_dir), run_dir.parent.name, run_dir.name
     if class_path.endswith("RunLogger"):  # events after the checkpoint's step are dropped when TensorBoard reads them
         init["purge_step"] = step + 1
     return True
