@@ -179,7 +179,7 @@ class FeatureLearningCallback(DiagnosticCallback):
         classes = backbone.filter_classes() if callable(getattr(backbone, "filter_classes", None)) else None
         theory = self._refs.get("theory") if self._refs else None
         fig = alignment_figure(self.last, history, theory, classes)
-        reporter.figure(f"diagnostics/{self.name}/alignment", fig, step)
+        reporter.figure(f"figures/{self.name}", fig, step)
         self._figure_step = step
 
     # ----- checkpointing ------------------------------------------------------------------------

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from torchvision.utils import make_grid
 
 from diffuse_feat.data.capabilities import TrainingSet
 from diffuse_feat.diagnostics.samples import sample_statistics
+from diffuse_feat.plotting.sample_grid import image_grid
 from diffuse_feat.plotting.samples import samples_scatter
 from diffuse_feat.reporting import RunReporter
 from diffuse_feat.samplers import generate
@@ -42,9 +42,8 @@ class SampleGridCallback(DiagnosticCallback):
             else None
         if samples.ndim == 4:
             nrow = max(1, int(self.num_samples**0.5))
-            to_unit = lambda t: ((t.float() + 1) / 2).clamp(0, 1)  # noqa: E731  data live in [-1, 1]
-            reporter.images(f"samples/{self.name}/generated", make_grid(to_unit(samples), nrow=nrow, pad_value=1), step)
+            reporter.images(f"samples/{self.name}/generated", image_grid(samples, nrow), step)
             if real is not None:
-                reporter.images(f"samples/{self.name}/real", make_grid(to_unit(real), nrow=nrow, pad_value=1), step)
+                reporter.images(f"samples/{self.name}/real", image_grid(real, nrow), step)
         elif samples.ndim == 2 and samples.shape[1] == 2:
-            reporter.figure(f"samples/{self.name}", samples_scatter(samples, real, title=f"step {step}"), step)
+            reporter.figure(f"figures/{self.name}", samples_scatter(samples, real, title=f"step {step}"), step)

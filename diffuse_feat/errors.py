@@ -5,7 +5,8 @@ Each also derives from the matching built-in exception, so ``except ValueError``
 
 from __future__ import annotations
 
-__all__ = ["UserError", "ConfigError", "ShapeError", "DataNotFoundError", "NonFiniteLossError", "MissingGroundTruth"]
+__all__ = ["UserError", "ConfigError", "ShapeError", "DataNotFoundError", "NonFiniteLossError", "MissingGroundTruth",
+           "CheckpointError", "RunFolderBusyError"]
 
 
 class UserError(Exception):
@@ -33,3 +34,11 @@ class MissingGroundTruth(UserError, LookupError):
 
     Not an ``AttributeError``: raised inside a property it would be swallowed by ``hasattr``/``getattr`` and the
     capability would silently look absent."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A checkpoint that is missing, empty or damaged, or a resume that would not continue its run as it was."""
+
+
+class RunFolderBusyError(UserError, RuntimeError):
+    """Another process is training in the same run folder."""

@@ -8,7 +8,7 @@ here and fails loudly, naming the attribute, if a Lightning upgrade moves one.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import lightning.pytorch as pl
@@ -29,9 +29,10 @@ def averaged_module(callback: WeightAveraging) -> nn.Module | None:
     return averaged.module
 
 
-def instantiate_cli_trainer(cli: LightningCLI, keep: Callable[[Callback], bool], **kwargs: Any) -> pl.Trainer:
+def instantiate_cli_trainer(cli: LightningCLI, keep: Callable[[Callback], bool], extra: Sequence[Callback] = (),
+                            **kwargs: Any) -> pl.Trainer:
     """What ``LightningCLI.instantiate_trainer`` does, keeping only the extra callbacks (those of
-    ``add_lightning_class_args`` groups) for which ``keep`` is true."""
+    ``add_lightning_class_args`` groups) for which ``keep`` is true, and adding ``extra``."""
     trainer_config = {**cli._get(cli.config_init, "trainer", default={}), **kwargs}
-    extra = [cli._get(cli.config_init, key) for key in cli._parser(cli.subcommand).callback_keys]
-    return cli._instantiate_trainer(trainer_config, [cb for cb in extra if keep(cb)])
+    groups = [cli._get(cli.config_init, key) for key in cli._parser(cli.subcommand).callback_keys]
+    return cli._instantiate_trainer(trainer_config, [cb for cb in groups if keep(cb)] + list(extra))

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
+from .tensorboard_layout import note_scalars
+
 __all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
 
 JSONL_NAME = "diagnostics.jsonl"
@@ -96,16 +98,23 @@ class RunReporter:
         for w in self.writers:
             for tag, value in flat.items():
                 w.add_scalar(tag, value, step)
+            note_scalars(w, flat)  # a curve over sigma: one chart with a line per sigma
         for logger in self.loggers:
             logger.log_metrics(flat, step=step)
 
-    def figure(self, tag: str, fig, step: int) -> None:
-        if self.is_writer:
-            for w in self.writers:
-                w.add_figure(tag, fig, step, close=False)
-        import matplotlib.pyplot as plt
+    def figure(self, tag: str, fig, step: int, close: bool = True) -> None:
+        """``fig`` as one image per panel, ``<tag>/<index>_<panel title>`` (one image ``<tag>`` for a figure of
+        one panel): TensorBoard shrinks an image to its card, and a panel is about a card wide."""
+        if self.is_writer and self.writers:
+            from .plotting.panels import figure_panels
 
-        plt.close(fig)
+            for name, pixels in figure_panels(fig):
+                for w in self.writers:
+                    w.add_image(f"{tag}/{name}" if name else tag, pixels, step, dataformats="HWC")
+        if close:
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
 
     def images(self, tag: str, grid: Tensor, step: int) -> None:
         """``grid``: ``[C, H, W]`` with values in ``[0, 1]``."""

@@ -1,10 +1,14 @@
 import os
 
+import diffuse_feat  # noqa: F401  first: its thread policy must be in the environment before torch is imported
+
+# isort: split
 import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+if "OMP_NUM_THREADS" not in os.environ:  # the user's choice wins; else at most 2: the tests' tensors are small
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
 @pytest.fixture

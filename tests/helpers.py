@@ -32,6 +32,12 @@ class LossTurnsNaN(DiffusionModule):
         return loss * torch.nan if hit else loss
 
 
+class NaNAtStepFour(LossTurnsNaN):
+    """Diverges at step 4: a run of one epoch of 4 steps is fine, its resume is not."""
+
+    nan_step = 4
+
+
 class NaNOnRankOne(LossTurnsNaN):
     """One rank's bad batch in a DDP run: NaN on rank 1 only, at step 2 only."""
 
@@ -61,3 +67,19 @@ class RanksAgree(Callback):
 
             with open(self.path, "w") as f:
                 json.dump({"world_size": trainer.world_size, "spread": spread}, f)
+
+
+class Interrupted(RuntimeError):
+    """What :class:`InterruptAtStep` raises: the test's stand-in for a killed run."""
+
+
+class InterruptAtStep(Callback):
+    """Stops training with :class:`Interrupted` when ``global_step`` reaches ``step`` (in ``on_train_batch_end``,
+    before any checkpoint of that step is written: Lightning runs checkpoint callbacks last)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step >= self.step:
+            raise Interrupted(f"interrupted at step {trainer.global_step}")

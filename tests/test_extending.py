@@ -43,3 +43,18 @@ def test_readme_extension_example_runs_as_shown(tmp_path, monkeypatch):
                if r["name"] == "MemorizationCallback"]
     assert [r["step"] for r in records] == [5, 10, 12]  # every 5 optimizer steps, and at the end
     assert all(0 <= r["values"]["memorized_fraction"] <= 1 and r["values"]["gl_score"] > 0 for r in records)
+
+
+def test_readme_extension_example_measures_often_enough_to_draw_its_curve(tmp_path, monkeypatch):
+    """The example's own settings (not the shortened ones above): its callback measures at least 5 times."""
+    for name, text in FILES.items():
+        (tmp_path / name).write_text(text)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = [str(REPO / w) if w.startswith("configs/") else w for w in shlex.split(COMMAND)[3:]]
+    config = DiffuseFeatCLI(args=args, run=False).config
+    data = config.data.init_args
+    steps = config.trainer.max_epochs * -(-data.n_train // min(data.batch_size, data.n_train))
+    every = next(cb.init_args.every_n_steps for cb in config.trainer.callbacks
+                 if cb.class_path.endswith("MemorizationCallback"))
+    assert steps // every >= 5, (steps, every)

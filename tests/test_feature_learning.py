@@ -340,7 +340,8 @@ def test_callback_writes_jsonl_tensorboard_and_keeps_its_initial_alignments(tmp_
     events = EventAccumulator(str(tmp_path / "fl" / "version_0"), size_guidance={"images": 0, "histograms": 0}).Reload()
     assert "diagnostics/FeatureLearningCallback/ratio" in events.Tags()["scalars"]
     assert "diagnostics/FeatureLearningCallback/noise_alignment" in events.Tags()["histograms"]
-    assert [e.step for e in events.Images("diagnostics/FeatureLearningCallback/alignment")] == [0, 8, 10]
+    panels = [t for t in events.Tags()["images"] if t.startswith("figures/FeatureLearningCallback/")]
+    assert len(panels) == 3 and [e.step for e in events.Images(panels[0])] == [0, 8, 10]
     state = probe.state_dict()
     fresh = FeatureLearningCallback()
     fresh.load_state_dict(state)

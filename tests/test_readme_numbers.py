@@ -54,6 +54,24 @@ def expected_texts() -> list[tuple[str, str]]:
         (f"H200: CIFAR-10 {cifar['bf16_over_fp32']:.2f}× ({cifar['bf16_images_per_s']:,.0f} vs "
          f"{cifar['fp32_images_per_s']:,.0f}), MNIST {mnist['bf16_over_fp32']:.2f}× ({mnist['bf16_images_per_s']:,.0f} "
          f"vs {mnist['fp32_images_per_s']:,.0f}), compiled CIFAR-10 {cifar['compile_speedup']:.2f}×", "precision row"),
+        *shared_cpu_texts(),
+    ]
+
+
+def shared_cpu_texts() -> list[tuple[str, str]]:
+    """The shared-CPU row: ``benchmarks/shared_cpu.py``'s JSONs (see its docstring for what idle/loaded mean)."""
+    train, on10, off10 = (load(f"shared_cpu-train-policy_{p}.json") for p in ("on", "on-epochs_10", "off-epochs_10"))
+    bp_on, bp_off = load("shared_cpu-bp-policy_on.json"), load("shared_cpu-bp-policy_off.json")
+    tests_on, tests_off = load("shared_cpu-tests-policy_on.json"), load("shared_cpu-tests-policy_off.json")
+
+    def span(r: dict) -> str:
+        return f"{r['idle']['seconds']:.1f} s → {r['loaded']['seconds']:.1f} s ({r['ratio']:.2f}×)"
+
+    return [
+        (f"`python train.py`: {span(train)}; 10 epochs: {span(on10)} on, {span(off10)} off", "shared_cpu: train"),
+        (f"median call {bp_on['idle']['median_call']:.3f} s idle, {bp_on['loaded']['median_call']:.3f} s loaded on; "
+         f"{bp_off['idle']['median_call']:.3f} s, {bp_off['loaded']['median_call']:.3f} s off", "shared_cpu: bp"),
+        (f"three test files: {span(tests_on)} on, {span(tests_off)} off", "shared_cpu: tests"),
     ]
 
 

@@ -22,7 +22,8 @@ from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reporting import read_jsonl
 
 from .fake_images import write_fake_cifar10, write_fake_mnist
-from .helpers import LossTurnsNaN
+from .helpers import InterruptAtStep, Interrupted, LossTurnsNaN
+from .test_tensorboard import _layout
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = sorted(p for p in (REPO / "configs").rglob("*.yaml"))
@@ -81,10 +82,26 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
     assert any(t.startswith("train/loss_by_sigma/") for t in scalars)
     assert any(t.startswith("lr-") for t in scalars)
     assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
+    # TensorBoard as the issue asked: buckets named alike, epoch once an epoch, one chart per curve over sigma,
+    # a 2x2 grid of 8x8 digits enlarged to >= 48 px each
+    assert all(t.split("/")[-1].startswith("sigma") for t in scalars if "_by_sigma/" in t)
+    assert [e.value for e in events.Scalars("epoch")] == [0, 1, 2]
+    layout = _layout(run_dir)
+    charts = {chart.title for category in layout.category for chart in category.chart}
+    assert {"train/loss_by_sigma", "val/loss_by_sigma"} <= charts
+    grid = events.Images(next(t for t in images if t.endswith("/generated")))[-1]
+    assert grid.width >= 2 * 48 and grid.height >= 2 * 48
 
 
 def _all_weights(cli) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone() for k, v in cli.model.state_dict().items()}
+    """The run's live weights and Adam moments, from its last.ckpt. Not ``cli.model``: at the end of fit the EMA
+    callback copies its average in, and before its first update that is the initial weights of every run."""
+    ckpt = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == cli.trainer.global_step
+    live = ckpt.get("current_model_state", ckpt["state_dict"])
+    moments = {f"adam.{i}.{k}": v for i, state in ckpt["optimizer_states"][0]["state"].items()
+               for k, v in state.items() if k != "step"}
+    return {**live, **moments}
 
 
 def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path):
@@ -111,16 +128,37 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert steps == sorted(set(steps)) and set(hist_res) <= set(steps)  # no record doubled by the resume
 
 
+def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+    common = ["fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.callbacks.every_n_steps=5",
+              "--trainer.callbacks.num_samples=2", "--trainer.callbacks.num_steps=2", "--trainer.max_epochs=4"]
+    full = run_cli(*common, "--trainer.logger.init_args.name=full")
+    cut = DiffuseFeatCLI(args=[*common[1:], "--trainer.logger.init_args.name=cut",
+                               "--checkpoint.every_n_train_steps=1"], run=False)
+    # after the checkpoint callback (appended last), as a kill would be, and not in the run's config.yaml
+    cut.trainer.callbacks.append(InterruptAtStep(6))
+    with pytest.raises(Interrupted):  # 4 steps an epoch: killed after step 6, in the middle of the second epoch
+        cut.trainer.fit(cut.model, datamodule=cut.datamodule)
+    last = tmp_path / "runs" / "cut" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=False)["global_step"] == 6
+    resumed = run_cli("fit", "--ckpt_path", str(last))  # no other argument: the run's own config.yaml
+    assert resumed.trainer.global_step == full.trainer.global_step == 16
+    a, b = _all_weights(full), _all_weights(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
 def test_nan_loss_stops_with_a_clear_message_and_keeps_the_last_checkpoint(tmp_path, capsys):
-    cli = run_cli("fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.max_epochs=1")
+    diverging = ["fit", "--config", str(REPO / "configs/default.yaml"), *TINY,
+                 "--model.class_path=tests.helpers.NaNAtStepFour"]
+    cli = run_cli(*diverging, "--trainer.max_epochs=1")
     last = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
     before = last.read_bytes()
     with pytest.raises(SystemExit) as exit_info:
-        main(["fit", "--config", str(REPO / "configs/default.yaml"), *TINY, "--trainer.max_epochs=3",
-              "--data.class_path=tests.helpers.DigitsWithNaN", "--ckpt_path", str(last)])
+        main([*diverging, "--trainer.max_epochs=3", "--ckpt_path", str(last)])
     assert exit_info.value.code == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: DiffusionModule: the training loss became nan at step 4")
+    assert err.startswith("error: NaNAtStepFour: the training loss became nan at step 4")
     assert "model.init_args.lr" in err
     assert last.read_bytes() == before
 
@@ -199,6 +237,6 @@ def test_classifier_shares_the_backbone_class_and_learns_digits():
     cli = run_cli("fit", "--config", str(REPO / "configs/digits/classifier.yaml"), "--trainer.max_epochs=15",
                   "--trainer.enable_progress_bar=false", "--trainer.logger=false",
                   "--trainer.enable_checkpointing=false")
-    acc = cli.trainer.callback_metrics["val/acc_by_sigma/0"]
+    acc = cli.trainer.callback_metrics["val/acc_by_sigma/sigma=0"]
     assert float(acc) > 0.9
     assert type(cli.model.backbone).__name__ == "MLP"

@@ -159,6 +159,6 @@ def write_as_callback(out: Path, name: str, result: Result) -> None:
         reporter.scalars(f"diagnostics/{name}", result.values, 0)
         reporter.record(name, 0, result.values)
         if result.figure is not None:
-            writer.add_figure(f"figures/{name}", result.figure, 0, close=False)
+            reporter.figure(f"figures/{name}", result.figure, 0, close=False)
     finally:
         writer.close()

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -21,7 +22,7 @@ from ..denoisers import EmpiricalDenoiser, GaussianDenoiser
 from ..errors import ConfigError
 from .capabilities import GaussianReference, TrainingSet
 
-__all__ = ["TensorDataModule", "TensorBatches", "tensor_loader", "EpochSeededSampler"]
+__all__ = ["TensorDataModule", "TensorBatches", "tensor_loader", "EpochSeededSampler", "ResumableLoader"]
 
 
 class EpochSeededSampler(Sampler[int]):
@@ -37,6 +38,7 @@ class EpochSeededSampler(Sampler[int]):
     def __init__(self, num_samples: int, seed: int = 0, length: int | None = None):
         self.num_samples, self.seed, self.epoch = num_samples, seed, 0
         self.length = num_samples if length is None else length
+        self.skip = 0  # indices the next iteration leaves out from the start (a resume mid-epoch)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -45,7 +47,8 @@ class EpochSeededSampler(Sampler[int]):
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         count = -(-self.length // self.num_samples)  # permutations needed to cover ``length``
         permutations = [torch.randperm(self.num_samples, generator=g) for _ in range(count)]
-        return iter(torch.cat(permutations)[: self.length].tolist())
+        skip, self.skip = self.skip, 0
+        return iter(torch.cat(permutations)[skip : self.length].tolist())
 
     def __len__(self) -> int:
         return self.length
@@ -75,11 +78,52 @@ class TensorBatches(Dataset):
         return batch
 
 
+class ResumableLoader(DataLoader):
+    """A DataLoader over an :class:`EpochSeededSampler` that a checkpoint written mid-epoch resumes exactly.
+
+    Lightning saves ``state_dict()`` of a training loader that has one and hands it back to ``load_state_dict`` on
+    resume; without it the resumed epoch restarts its data order and the weights drift from an uninterrupted run's.
+    The state is the epoch and the batches of it already handed out (Lightning does not fetch ahead from a loader
+    of known length); the resumed iteration of that same epoch leaves them out.
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._epoch, self._served = 0, 0
+        self._resume: dict[str, int] | None = None
+
+    def __iter__(self):
+        # a generator: it starts at the first batch, after Lightning has called the sampler's set_epoch
+        sampler = self.sampler
+        if not isinstance(sampler, EpochSeededSampler):  # Lightning wrapped it for DDP: skipping would be per rank
+            if self._resume is not None and self._resume["batches"] > 0:
+                rank_zero_warn("a mid-epoch resume on several processes restarts that epoch's data order")
+            self._resume = None
+            yield from super().__iter__()
+            return
+        self._epoch, self._served = sampler.epoch, 0
+        resume, self._resume = self._resume, None
+        if resume is not None and resume["epoch"] == sampler.epoch and 0 < resume["batches"] < len(self):
+            self._served = resume["batches"]
+            sampler.skip = self._served * self.batch_size  # whole batches: only the last one may be short
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+
 def tensor_loader(tensors: Sequence[Tensor], batch_size: int, sampler: Sampler | None = None,
                   num_workers: int = 0) -> DataLoader:
-    """A DataLoader over in-memory tensors yielding ``[x, y, ...]`` batches (optionally in ``sampler`` order)."""
-    return DataLoader(TensorBatches(*tensors), batch_size=batch_size, sampler=sampler, shuffle=False,
-                      num_workers=num_workers, collate_fn=TensorBatches.collate, drop_last=False)
+    """A DataLoader over in-memory tensors yielding ``[x, y, ...]`` batches (optionally in ``sampler`` order);
+    resumable mid-epoch when ``sampler`` is an :class:`EpochSeededSampler`."""
+    loader = ResumableLoader if isinstance(sampler, EpochSeededSampler) else DataLoader
+    return loader(TensorBatches(*tensors), batch_size=batch_size, sampler=sampler, shuffle=False,
+                  num_workers=num_workers, collate_fn=TensorBatches.collate, drop_last=False)
 
 
 class TensorDataModule(pl.LightningDataModule, TrainingSet, GaussianReference):

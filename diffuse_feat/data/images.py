@@ -11,6 +11,7 @@ files stop ``setup`` with one sentence naming the folder and the fix; nothing is
 from __future__ import annotations
 
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
@@ -122,7 +123,16 @@ class _DownloadableDataModule(_LabeledImageDataModule):
         if self.download and not self._files_present():
             import torchvision.datasets
 
-            getattr(torchvision.datasets, self.torchvision_name)(self.root, train=True, download=True)
+            try:
+                getattr(torchvision.datasets, self.torchvision_name)(self.root, train=True, download=True)
+            except (RuntimeError, OSError) as err:  # offline or unreachable: torchvision nests urllib's errors
+                reason = re.search(r"<urlopen error (?:\[[^\]]*\] )?([^>]*)>", str(err))
+                why = reason.group(1) if reason else str(err).strip().splitlines()[-1]
+                raise DataNotFoundError(
+                    f"data.download: could not download {self.display_name} into '{self.folder}' ({why}); on a machine "
+                    f"without internet copy the files {', '.join(self.file_names[:2])}, ... there from one that has "
+                    "it, and run without --data.init_args.download=true"
+                ) from None
 
     def read_images(self) -> tuple[Tensor, Tensor]:
         self.prepare_data()  # a no-op unless download=True and the files are missing (use without a Trainer)

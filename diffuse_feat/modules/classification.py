@@ -26,7 +26,7 @@ class ClassificationModule(BackboneModule):
     which is the identity on clean inputs and keeps noised inputs at unit-ish scale.
 
     ``sigma_sampler = None`` trains on clean data; otherwise each sample is noised at a drawn sigma.
-    Validation reports accuracy at every ``eval_sigmas`` level (``val/acc_by_sigma/<sigma>``) with
+    Validation reports accuracy at every ``eval_sigmas`` level (``val/acc_by_sigma/sigma=<sigma>``) with
     fixed noise. Override :meth:`loss` to change the objective (default: cross-entropy, which for two
     classes is the logistic loss on ``F_1 - F_0``).
     """
@@ -107,6 +107,6 @@ class ClassificationModule(BackboneModule):
             sigma = torch.full((x.shape[0],), sigma_value, device=x.device)
             logits = self.logits_unchecked(x + sigma_value * noise, sigma)
             metric.update(logits, y)
-            self.log(f"val/acc_by_sigma/{sigma_value:g}", metric, on_epoch=True, batch_size=x.shape[0])
+            self.log(f"val/acc_by_sigma/sigma={sigma_value:g}", metric, on_epoch=True, batch_size=x.shape[0])
         clean = self.logits_unchecked(x, torch.zeros(x.shape[0], device=x.device))
         self.log("val/loss", self.loss(clean, y), on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)

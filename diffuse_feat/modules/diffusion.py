@@ -36,8 +36,9 @@ class DiffusionModule(BackboneModule):
     Extend by choosing another ``loss`` (a :class:`~diffuse_feat.losses.Loss` subclass owns its sigma density and
     weighting) or by overriding :meth:`build_denoiser`.
 
-    Logged: ``train/loss``, ``train/loss_by_sigma/<bucket>`` (per epoch), ``val/loss`` and
-    ``val/loss_by_sigma/<sigma>`` at fixed noise levels with fixed noise, comparable across epochs.
+    Logged: ``train/loss``, ``train/loss_by_sigma/<bucket>`` per epoch (``sigma<0.05``, ``sigma=0.05-0.2``, ...,
+    ``sigma>=5``), ``val/loss`` and ``val/loss_by_sigma/sigma=<sigma>`` at fixed noise levels with fixed noise,
+    comparable across epochs.
 
     Args:
         loss_sigma_edges: edges of the ``train/loss_by_sigma`` buckets; ``None``: 0.05, 0.2, 0.5, 1, 2, 5, or one
@@ -126,7 +127,7 @@ class DiffusionModule(BackboneModule):
             loss = self.loss.per_sample_loss(self.denoiser, x0, sigma, noise).mean()
             total = total + loss
             if len(self.val_sigmas) > 1:
-                self.log(f"val/loss_by_sigma/{sigma_value:g}", loss, on_epoch=True, batch_size=x0.shape[0],
+                self.log(f"val/loss_by_sigma/sigma={sigma_value:g}", loss, on_epoch=True, batch_size=x0.shape[0],
                          sync_dist=True)
         self.log("val/loss", total / len(self.val_sigmas), on_epoch=True, prog_bar=True, batch_size=x0.shape[0],
                  sync_dist=True)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import plt
+from matplotlib.lines import Line2D
+
+from . import plt, readable
 
 __all__ = ["plot_forward_backward", "forward_backward_figure", "image_forward_backward_figure"]
 
@@ -26,27 +28,33 @@ def plot_forward_backward(ax_class, ax_levels, sigma: Sequence[float], learned: 
         ax.set_xlabel("sigma")
         ax.set_ylabel(what)
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(fontsize=7)
+    ax_class.legend(loc="lower left")
+    # the levels' legend: which style is which model, then the level colours; below, so it covers no curve
+    handles, labels = ax_levels.get_legend_handles_labels()
+    styles = [Line2D([], [], color="k", ls=ls) for ls, curves in (("-", exact), ("--", learned)) if curves]
+    names = [name for name, curves in (("solid: exact BP", exact), ("dashed: learned", learned)) if curves]
+    ax_levels.legend(styles + handles, names + labels, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3,
+                     fontsize=8.5, handlelength=1.6, frameon=False)
     ax_class.set_title(title)
 
 
+@readable
 def forward_backward_figure(sigma: Sequence[float], learned: dict | None, exact: dict | None, title: str = ""):
     """One figure of :func:`plot_forward_backward`: class on the left, levels on the right."""
-    fig, (ax_class, ax_levels) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax_class, ax_levels) = plt.subplots(1, 2, figsize=(8, 4.6), layout="constrained")
     plot_forward_backward(ax_class, ax_levels, sigma, learned, exact, title=title)
-    fig.tight_layout()
     return fig
 
 
+@readable
 def image_forward_backward_figure(sigma: Sequence[float], result: dict, title: str = ""):
     """P(predicted class preserved) and half the normalised activation change at every depth, against sigma
     (``result`` as :func:`diffuse_feat.diagnostics.hierarchy.image_forward_backward` returns it)."""
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 4.6), layout="constrained")
     if "p_class" in result:
         ax.plot(sigma, result["p_class"], "ko-", ms=3, label="P(class preserved)")
     for depth in result["depths"]:
         ax.plot(sigma, [c / 2 for c in result["change"][depth]], label=f"change/2: {depth}")
     ax.set(xscale="log", xlabel="sigma", title=title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=2, fontsize=8.5, frameon=False)
     return fig

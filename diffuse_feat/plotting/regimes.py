@@ -9,17 +9,18 @@ from typing import Any
 from torch import Tensor
 
 from ..diagnostics.regimes_theory import SPECIATION_LEVEL
-from . import plt
+from . import plt, readable
 
 __all__ = ["regimes_figure"]
 
 
+@readable
 def regimes_figure(values: dict[str, Any], t_hat_c: Tensor, f_theory_over_alpha: Tensor, title: str = ""):
     """``values`` as :class:`callbacks.RegimesCallback` measures them (``clone_times``, ``phi``, ``phi_se``,
     ``phi_collapse``..., optional ``phi_theory`` / ``phi_memorizer``); ``t_hat_c``: every trajectory's collapse
     time; ``f_theory_over_alpha``: the excess-entropy theory at the clone times."""
     t = values["clone_times"].numpy() if isinstance(values["clone_times"], Tensor) else values["clone_times"]
-    fig, (ax_s, ax_c, ax_h) = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, (ax_s, ax_c, ax_h) = plt.subplots(1, 3, figsize=(10, 4.6), layout="constrained")
     ax_s.errorbar(t, values["phi"], yerr=values["phi_se"], fmt="o-", ms=3, label="model")
     if "phi_theory" in values:
         ax_s.plot(t, values["phi_theory"], "k-", lw=1, label="theory (population score)")
@@ -40,8 +41,10 @@ def regimes_figure(values: dict[str, Any], t_hat_c: Tensor, f_theory_over_alpha:
     ax_h.hist(t_hat_c.numpy(), bins=30, color="C0", alpha=0.7)
     ax_h.axvline(values["t_C_theory"], color="k", ls="--", lw=1, label="$t_C$ theory")
     ax_h.axvline(values["t_C_measured"], color="C0", lw=1, label="mean")
-    ax_h.set(xlabel=r"$\hat t_C$ (last change of the nearest training point)", ylabel="trajectories", title=title)
-    for ax in (ax_s, ax_c, ax_h):
-        ax.legend(fontsize=6)
-    fig.tight_layout()
+    ax_h.set(xlabel=r"$\hat t_C$ (nearest point's last change)", ylabel="trajectories",
+             title="collapse times")
+    for ax in (ax_s, ax_c, ax_h):  # below each panel: inside, six entries covered the curves
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), fontsize=8, ncol=1, frameon=False)
+    if title:
+        fig.suptitle(title)
     return fig

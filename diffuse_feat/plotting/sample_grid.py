@@ -8,12 +8,28 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from . import plt
+from . import plt, readable
 from .samples import samples_scatter
 
-__all__ = ["sample_rows_figure"]
+__all__ = ["sample_rows_figure", "image_grid", "MIN_IMAGE_PIXELS"]
+
+#: smallest side of one image in a grid logged to TensorBoard: an 8x8 digit at its own size is a smudge there
+MIN_IMAGE_PIXELS = 48
 
 
+def image_grid(images: Tensor, nrow: int, min_pixels: int = MIN_IMAGE_PIXELS) -> Tensor:
+    """``[C, H', W']`` grid in ``[0, 1]`` of images ``[n, C, H, W]`` in ``[-1, 1]``, each enlarged by a whole factor
+    (nearest neighbour: pixels stay sharp squares) until its smaller side is at least ``min_pixels``."""
+    from torchvision.utils import make_grid
+
+    factor = max(1, -(-min_pixels // min(images.shape[-2:])))
+    unit = ((images.detach().float().cpu() + 1) / 2).clamp(0, 1)
+    if factor > 1:
+        unit = torch.nn.functional.interpolate(unit, scale_factor=factor, mode="nearest")
+    return make_grid(unit, nrow=nrow, padding=max(2, factor), pad_value=1)
+
+
+@readable
 def sample_rows_figure(rows: Sequence[Tensor], labels: Sequence[str], title: str = "", max_per_row: int = 16):
     """Image batches ``[n, C, H, W]`` in ``[-1, 1]``, one row each (at most ``max_per_row`` images), labelled; 2-D
     points as a scatter of the first row over the second; anything else as first-vs-last-coordinate scatter."""

@@ -30,13 +30,14 @@ def pick_device(name: str | None = None) -> torch.device:
 @contextlib.contextmanager
 def quiet(threads: int | None = None, ignore: Sequence[str] = ()):
     """Lightning's per-fit banners and known harmless warnings off while a reproduction trains its models
-    (plus the ``ignore`` message patterns). ``threads`` sets torch's intra-op CPU threads meanwhile: the
-    reproductions' models are tiny, and on a shared CPU a second thread mostly spins (measured 3.3 s vs
-    0.18 s per step at load 12)."""
+    (plus the ``ignore`` message patterns). ``threads`` sets torch's intra-op CPU threads meanwhile, unless
+    ``OMP_NUM_THREADS`` says otherwise: the reproductions' models are tiny, and on a shared CPU a second thread
+    mostly waits for a core (measured 3.3 s vs 0.18 s per step at load 12, before waiting threads slept:
+    :mod:`diffuse_feat.threads`)."""
     logger = logging.getLogger("lightning.pytorch")
     level, previous_threads = logger.level, torch.get_num_threads()
     logger.setLevel(logging.ERROR)
-    if threads is not None:
+    if threads is not None and "OMP_NUM_THREADS" not in os.environ:  # the user's explicit choice wins
         torch.set_num_threads(max(1, threads))
     try:
         with warnings.catch_warnings():
