@@ -20,7 +20,8 @@
 Seeds: ``--seeds N`` (default 3) repeats everything with seeds ``seed .. seed + N - 1`` (each its own data and
 initialisation), two seeds at a time in worker processes of one thread (``--workers``); every number of a run
 becomes its mean over seeds with ``_se`` (standard error) and ``_per_seed``, curves are averaged step by step.
-Nothing was shortened for the seeds: three seeds on two cores take about twice one seed's time. ``sources``
+Nothing was shortened for the seeds: three seeds on two cores take about twice one seed's time (``--quick``:
+127 s wall on a shared 2-core machine at load ~4). ``sources``
 says which numbers come from trained networks and which from a closed form (the linear-phase theory).
 
 Two findings the first version left unexplained, measured (seed 0 and 1, eta = 1e-3 and 2e-3, m = 20):
@@ -39,7 +40,8 @@ Two findings the first version left unexplained, measured (seed 0 and 1, eta = 1
   60.75: one filter splits off with <w, mu_j> = 5.73 while 19 stay at 2.0 (both seeds). The paper's max-over-
   filters signal picks that filter; the ratio with means over filters is 1.70, in line with the smaller n SNR^2.
   Every diffusion run now reports ``ratio_mean_filters`` and ``signal_max_over_median`` (1 when the filters
-  agree), and the quick grid includes 60.75 so the split is measured by every run of this reproduction.
+  agree), and the quick grid includes 60.75 so the split is measured by every run of this reproduction (with the
+  GD step scaled by 20.25 / n SNR^2 above 20.25, :func:`diffusion_lr`, as the curvature grows with ||mu||^2).
 """
 
 from __future__ import annotations

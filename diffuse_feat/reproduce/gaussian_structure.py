@@ -32,7 +32,11 @@ at n = 32, 4,000 steps of 32 give 0.67. Reaching 0.9 at n = 64 would take more t
 sizes' small end is 16 and 32 (both <= 64, the issue's memorizing range), trained 3x the steps of the large sets
 at lr 5e-3 (``steps_for``), with every batch 128 draws (a small set's images several times, independent noise).
 The large sets (256 and up) train ``--steps`` steps at lr 2e-3. Seeds and sizes run two at a time in worker
-processes of one thread each (``--workers``); nothing else was shortened for the seeds.
+processes of one thread each (``--workers``); nothing else was shortened for the seeds. Time: the small sets'
+runs are two thirds of the CPU time (``seconds_per_seed`` in the JSON). With 3 seeds ``--quick`` took 23.5 min
+wall on a shared 2-core machine at load 5-7 (each process getting about half a core; the last 1,600-digit run,
+alone, 56 s), an estimated 10-11 min on 2 idle cores: over the issue's 5 minutes. ``--seeds 1`` or smaller
+``--steps`` trade it back.
 
     python -m diffuse_feat.reproduce gaussian_structure --out out/gaussian_structure [--quick] [--seeds 3]
 """
