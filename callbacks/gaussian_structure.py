@@ -54,6 +54,7 @@ class GaussianStructureCallback(DiagnosticCallback):
         num_sigmas: levels of the EDM rho=7 grid from 80 to 0.002 (the paper uses 40).
         alpha_sq: ``alpha^2`` of the linearity score (``beta^2 = 1 - alpha^2``).
         mid_band: sigma range of the ``*_mid`` summaries (where sigma^2 is comparable to the data variances).
+        high_sigma: ``rmse_to_gaussian_high`` averages the RMSE to ``D_G`` over the grid's sigma >= this.
         jacobian_sigmas: noise levels of the Jacobian analysis (empty: skip it).
         jacobian_points: noisy probes per Jacobian sigma; jacobian_k: singular triplets and principal
             components compared; jacobian_probes: random probes of the Frobenius-distance estimate.
@@ -77,6 +78,7 @@ class GaussianStructureCallback(DiagnosticCallback):
         num_sigmas: int = 20,
         alpha_sq: float = 0.5,
         mid_band: tuple[float, float] = (0.1, 10.0),
+        high_sigma: float = 10.0,
         jacobian_sigmas: Sequence[float] = (10.0, 1.0, 0.1),
         jacobian_points: int = 2,
         jacobian_k: int = 8,
@@ -93,7 +95,7 @@ class GaussianStructureCallback(DiagnosticCallback):
     ):
         super().__init__(every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, seed=seed, name=name)
         self.settings = GaussianStructureSettings(
-            num_pairs=num_pairs, num_sigmas=num_sigmas, alpha_sq=alpha_sq, mid_band=mid_band,
+            num_pairs=num_pairs, num_sigmas=num_sigmas, alpha_sq=alpha_sq, mid_band=mid_band, high_sigma=high_sigma,
             jacobian_sigmas=jacobian_sigmas, jacobian_points=jacobian_points, jacobian_k=jacobian_k,
             jacobian_probes=jacobian_probes, distill=distill, num_distill_sigmas=num_distill_sigmas,
             num_samples=num_samples, sample_steps=sample_steps, sampler=sampler, seed=seed, name=self.name)

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .process import NoiseProcess, VarianceExploding
 
-__all__ = ["SigmaSampler", "LogNormalSigma", "LogUniformSigma", "UniformTimeSigma", "FixedSigma"]
+__all__ = ["SigmaSampler", "LogNormalSigma", "LogUniformSigma", "UniformTimeSigma", "FixedSigma", "MixtureSigma"]
 
 
 class SigmaSampler:
@@ -70,3 +70,20 @@ class FixedSigma(SigmaSampler):
 
     def sample(self, batch, *, device=None, generator=None):
         return torch.full((batch,), float(self.sigma), device=device)
+
+
+class MixtureSigma(SigmaSampler):
+    """Each sigma from ``samplers[k]`` with probability ``weights[k]`` (e.g. EDM's log-normal for the mid band plus a
+    log-uniform share so the extremes of the sampling range are trained too)."""
+
+    def __init__(self, samplers: list[SigmaSampler], weights: list[float] | None = None):
+        weights = [1.0] * len(samplers) if weights is None else list(weights)
+        if not samplers or len(weights) != len(samplers) or min(weights) < 0 or sum(weights) <= 0:
+            raise ValueError(f"MixtureSigma needs samplers and as many weights >= 0 (not all 0), got {weights}")
+        self.samplers, self.weights = list(samplers), [w / sum(weights) for w in weights]
+
+    def sample(self, batch, *, device=None, generator=None):
+        edges = torch.tensor(self.weights, device=device).cumsum(0)[:-1]
+        choice = torch.searchsorted(edges, torch.rand(batch, device=device, generator=generator), right=True)
+        draws = torch.stack([s.sample(batch, device=device, generator=generator).float() for s in self.samplers])
+        return draws.gather(0, choice.reshape(1, -1)).reshape(-1)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from diffuse_feat.denoisers import EmpiricalDenoiser, GaussianDenoiser
+from diffuse_feat.diagnostics.gaussian_distance import normalized_error
 from diffuse_feat.process import edm_sigma_grid
 from diffuse_feat.samplers import (
     SeededNoise,
@@ -22,7 +23,8 @@ def _low_rank_gaussian(d=256, rank=16, offset=0.3, seed=0):
 
 
 def _nmse(a, b):
-    return ((a - b).square().sum(1) / b.square().sum(1)).mean().item()
+    """The project's one NMSE (Li et al. eq. 53, a ratio of norms): mean ``||a - b|| / ||b||``."""
+    return normalized_error(a, b).mean().item()
 
 
 def test_heun_40_steps_matches_closed_form_probability_flow():
@@ -31,7 +33,7 @@ def test_heun_40_steps_matches_closed_form_probability_flow():
     exact = den.pf_ode_solution(x_t, 80.0, 0.0)
     heun = sample_heun(den, x_t, edm_sigma_grid(40, append_zero=True))
     euler10 = sample_euler(den, x_t, edm_sigma_grid(10, append_zero=True))
-    assert _nmse(heun, exact) < 0.01
+    assert _nmse(heun, exact) < 0.01  # Li et al. (notes §8 A3): 0.005 on this toy
     assert _nmse(euler10, exact) > 0.01  # a coarse first-order solver is visibly off: the check can fail
 
 
@@ -41,7 +43,7 @@ def test_closed_form_is_consistent_at_intermediate_sigma():
     mid = den.pf_ode_solution(x_t, 10.0, 1.0)
     assert torch.allclose(den.pf_ode_solution(mid, 1.0, 0.0), den.pf_ode_solution(x_t, 10.0, 0.0), atol=1e-10)
     fine = sample_heun(den, x_t, edm_sigma_grid(200, sigma_min=1.0, sigma_max=10.0))
-    assert _nmse(fine, mid) < 1e-6
+    assert _nmse(fine, mid) < 1e-4  # 200 Heun steps over one decade: 1e-5
 
 
 def test_stochastic_sampler_draws_from_the_gaussian():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffuse_feat.process import DDPM, VarianceExploding
-from diffuse_feat.sigma_sampling import FixedSigma, LogNormalSigma, LogUniformSigma, UniformTimeSigma
+from diffuse_feat.sigma_sampling import FixedSigma, LogNormalSigma, LogUniformSigma, MixtureSigma, UniformTimeSigma
 
 N = 200_000
 
@@ -58,3 +58,25 @@ def test_ddpm_pickles_without_its_device_copies():
     restored = pickle.loads(pickle.dumps(process))
     assert "_tables" not in vars(restored)
     assert torch.equal(restored.sigma(torch.tensor([10.0])), process.sigma(torch.tensor([10.0])))
+
+
+def test_mixture_draws_each_component_with_its_weight():
+    """A 1:3 mixture of two fixed levels: the shares are 1/4 and 3/4 (within 4 binomial SE), nothing else appears."""
+    s = draw(MixtureSigma([FixedSigma(1.0), FixedSigma(5.0)], weights=[1.0, 3.0]))
+    share = float((s == 1.0).double().mean())
+    assert abs(share - 0.25) < 4 * math.sqrt(0.25 * 0.75 / N)
+    assert bool(((s == 1.0) | (s == 5.0)).all())
+    assert torch.equal(s, draw(MixtureSigma([FixedSigma(1.0), FixedSigma(5.0)], weights=[1.0, 3.0])))
+
+
+def test_mixture_of_log_normal_and_log_uniform_reaches_the_top_of_the_range():
+    """Why the Gaussian-structure reproduction mixes them: EDM's log-normal alone almost never draws sigma >= 10."""
+    top = float((draw(LogNormalSigma()) >= 10).double().mean())
+    mixed = float((draw(MixtureSigma([LogNormalSigma(), LogUniformSigma(0.002, 80.0)])) >= 10).double().mean())
+    assert top < 0.003 and mixed > 0.09
+
+
+@pytest.mark.parametrize("weights", [[1.0], [-1.0, 2.0], [0.0, 0.0]])
+def test_mixture_refuses_bad_weights(weights):
+    with pytest.raises(ValueError, match="MixtureSigma"):
+        MixtureSigma([FixedSigma(1.0), FixedSigma(2.0)], weights=weights)

@@ -74,7 +74,9 @@ def denoise_on_probes(
 
 
 def normalized_error(estimate: Tensor, reference: Tensor, dim_start: int = 1) -> Tensor:
-    """``||estimate - reference|| / ||reference||`` per item, norms over dims from ``dim_start`` on."""
+    """The project's one NMSE (Li et al. eq. 53, a ratio of norms, not squared): ``||estimate - reference|| /
+    ||reference||`` per item, norms over dims from ``dim_start`` on. Every NMSE in diffuse_feat and its tests calls
+    this function."""
     diff = (estimate - reference).flatten(dim_start).norm(dim=-1)
     return diff / reference.flatten(dim_start).norm(dim=-1).clamp_min(1e-12)
 

@@ -51,6 +51,7 @@ class GaussianStructureSettings:
     num_sigmas: int = 20
     alpha_sq: float = 0.5
     mid_band: tuple[float, float] = (0.1, 10.0)
+    high_sigma: float = 10.0
     jacobian_sigmas: Sequence[float] = (10.0, 1.0, 0.1)
     jacobian_points: int = 2
     jacobian_k: int = 8
@@ -157,6 +158,9 @@ def measure_gaussian_structure(model, refs: dict[str, Any], settings: GaussianSt
         "nmse_to_gaussian_mid": float(to_g["nmse"][mid].mean()),
         "rmse_to_empirical_mid": float(to_m["rmse"][mid].mean()),
     }
+    high = sigmas >= settings.high_sigma  # where D_G and D_M agree (both near the data mean): training reaches it?
+    if bool(high.any()):
+        values["rmse_to_gaussian_high"] = float(to_g["rmse"][high].mean())
     curves: dict[str, Any] = {
         "sigmas": sigmas,
         "linearity_cosine": lin["cosine"],

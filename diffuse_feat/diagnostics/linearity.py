@@ -25,7 +25,7 @@ from torch import Tensor
 
 from ..denoisers.base import Denoiser
 from ..process import edm_sigma_grid
-from .gaussian_distance import denoise_batched, probe_noise
+from .gaussian_distance import denoise_batched, normalized_error, probe_noise
 
 __all__ = ["linearity_sigma_grid", "linearity_score", "affine_offset_norm_ratio_limit", "PAPER_ALPHA_SQ_GRID"]
 
@@ -90,7 +90,7 @@ def linearity_score(
         norm_mix, norm_combo = d_mix.norm(dim=-1), combo.norm(dim=-1)
         cos = (d_mix * combo).sum(-1).abs() / (norm_mix * norm_combo).clamp_min(1e-300)
         cosine[:, j] = cos.mean(-1).cpu()
-        norm_ratio[:, j] = ((d_mix - combo).norm(dim=-1) / norm_mix.clamp_min(1e-300)).mean(-1).cpu()
+        norm_ratio[:, j] = normalized_error(combo, d_mix, dim_start=2).mean(-1).cpu()  # the project's one NMSE
     if scalar_alpha:
         cosine, norm_ratio = cosine[0], norm_ratio[0]
     return {"sigmas": sig, "alpha_sq": a_sq, "cosine": cosine, "norm_ratio": norm_ratio}

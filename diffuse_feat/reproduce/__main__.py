@@ -1,14 +1,18 @@
-"""``python -m diffuse_feat.reproduce <name> --out DIR [--quick]``: run one paper reproduction."""
+"""``python -m diffuse_feat.reproduce <name> --out DIR [--quick]``: run one paper reproduction;
+``python -m diffuse_feat.reproduce table DIR``: print the README's result tables from ``DIR/<name>.json``."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import time
 from pathlib import Path
 
+from ..errors import ConfigError, UserError
 from . import EXPERIMENTS
+from .seeds import seed_list
 
 
 def _load(name: str):
@@ -29,15 +33,34 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0, help="seed for data, initialisation and probes")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p)
+    table = sub.add_parser("table", help="print the README's result tables from DIR/<name>.json",
+                           description="Print the README's markdown result tables (mean ± SE, source) from the "
+                                       "JSON files that the reproductions wrote to DIR.")
+    table.add_argument("folder", type=Path, metavar="DIR", help="the reproductions' --out folder, e.g. results/quick")
     return parser
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if args.name == "table":
+        from .table import main as table_main
+
+        raise SystemExit(table_main(args.folder))
     module = _load(args.name)
-    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = module.run(args.out, args.quick, args.seed, args)
+    try:
+        if hasattr(args, "seeds"):
+            try:
+                seed_list(args.seed, args.seeds)
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = module.run(args.out, args.quick, args.seed, args)
+    except UserError as err:
+        if os.environ.get("DIFFUSE_FEAT_TRACEBACK"):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"{args.name}: wrote {args.out / (args.name + '.json')} and .png in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return result
