@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..errors import UserError
 from . import EXPERIMENTS
 
 
@@ -35,9 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     module = _load(args.name)
-    args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    result = module.run(args.out, args.quick, args.seed, args)
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        result = module.run(args.out, args.quick, args.seed, args)
+    except UserError as err:  # bad input: one sentence, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"{args.name}: wrote {args.out / (args.name + '.json')} and .png in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return result
