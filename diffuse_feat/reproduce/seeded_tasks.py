@@ -69,12 +69,6 @@ def run_tasks(fn: Callable[..., dict], tasks: Sequence[tuple], workers: int = 1)
         return [job.result() for job in jobs]
 
 
-def _is_integral(value: Any) -> bool:
-    if isinstance(value, list):
-        return bool(value) and all(_is_integral(v) for v in value)
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _pooled_se(values: list) -> Any:
     """Standard error of a mean over seeds from each seed's own standard error: ``sqrt(sum se^2) / N``."""
     if all(isinstance(v, list) for v in values):
@@ -88,12 +82,12 @@ def summarize_tree(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """:func:`summarize_over_seeds` applied at every level of nested per-seed dicts (and lists of dicts, element by
     element): numbers become ``k``, ``k_se``, ``k_per_seed``; number lists are averaged element-wise. Where a record
     carries its own standard error ``k_se`` (a binomial error, say), ``k_se`` of the summary pools those instead of
-    the spread over seeds, so it stays meaningful with one seed. Integers (and integer lists) that every seed
-    shares are settings or counts and stay as they are."""
+    the spread over seeds, so it stays meaningful with one seed. A value every seed shares exactly (a grid, a
+    count) is a setting and stays as it is (no ``k_se``)."""
     out = summarize_over_seeds(records)
     for key in records[0]:
         values = [r.get(key) for r in records]
-        if all(v == values[0] for v in values) and _is_integral(values[0]):  # a setting or count, not a measurement
+        if all(v == values[0] for v in values) and not isinstance(values[0], Mapping):  # a setting (a grid, a count)
             out[key] = values[0]
             out.pop(f"{key}_se", None)
             out.pop(f"{key}_per_seed", None)
