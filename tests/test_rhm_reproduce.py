@@ -43,7 +43,8 @@ def test_summaries_average_tables_and_pool_each_seeds_own_standard_error():
                 "depths": [4, 6], "eps": [0.1, 0.8], "steps": 10, "nested": {"x": 3.0}}]
     out = summarize_tree(records)
     assert out["p"] == pytest.approx([0.3, 0.5]) and out["p_se"] == pytest.approx([0.025, 0.025])
-    assert out["rows"] == [[2.0, 2.0], [4.0, 4.0]] and out["rows_se"] == pytest.approx([[1.0, 0.0], [1.0, 0.0]])
+    assert out["rows"] == [[2.0, 2.0], [4.0, 4.0]]
+    assert [x for row in out["rows_se"] for x in row] == pytest.approx([1.0, 0.0, 1.0, 0.0])
     assert out["n"] == 3.0 and out["n_se"] == pytest.approx(1.0) and out["n_per_seed"] == [2.0, 4.0]
     assert out["name"] == "a" and out["nested"]["x"] == 2.0 and out["nested"]["x_se"] == pytest.approx(1.0)
     # settings every seed shares stay exactly as they are (a mean of 0.8s is not 0.8)
