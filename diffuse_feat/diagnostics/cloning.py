@@ -187,13 +187,16 @@ def cloning_experiment(
     device=None,
     track_below: float = math.inf,
     max_batch: int | None = None,
+    extra_labelers: dict[str, Labeler] | None = None,
 ) -> dict[str, Tensor | float]:
     """``phi(t)`` (with a ``labeler``) and ``phi_C(t)`` plus the collapse times ``t_hat_C`` of the trunk
     trajectories (with ``train``, the training set ``[n, *data_shape]``; tracked at grid times ``<= track_below``).
 
     Returns ``clone_times`` (increasing) and, as available, ``phi``, ``phi_se``, ``phi_collapse``,
     ``phi_collapse_se``, ``t_hat_C`` (per trajectory), ``end_distance`` (per trajectory: distance of the trunk's
-    end to its nearest training point), ``t_end`` and ``num_pairs``.
+    end to its nearest training point), ``t_end`` and ``num_pairs``. ``extra_labelers`` read the very same pairs
+    (``phi_<name>``, ``phi_<name>_se``) and the trunk ends (``trunk_labels_<name>``, and ``trunk_labels`` for
+    ``labeler``), so labelers can be compared on one set of samples.
     """
     if labeler is None and train is None:
         raise ValueError("cloning_experiment needs a labeler (for phi) or the training set (for phi_C)")
@@ -203,10 +206,14 @@ def cloning_experiment(
     k = pairs.clone_times.numel()
     out: dict[str, Tensor | float] = {"clone_times": pairs.clone_times, "t_end": pairs.t_end, "num_pairs": num_pairs}
     flat_branches = pairs.branch_ends.reshape(k * num_pairs, *data_shape)
-    if labeler is not None:
-        trunk_labels = labeler(pairs.trunk_end)
-        branch_labels = labeler(flat_branches).reshape(k, num_pairs)
-        out["phi"], out["phi_se"] = (v.cpu() for v in agreement(branch_labels, trunk_labels.unsqueeze(0)))
+    named = {"": labeler} if labeler is not None else {}
+    named.update({f"_{name}": fn for name, fn in (extra_labelers or {}).items()})
+    for suffix, fn in named.items():
+        trunk_labels = fn(pairs.trunk_end)
+        branch_labels = fn(flat_branches).reshape(k, num_pairs)
+        out[f"phi{suffix}"], out[f"phi{suffix}_se"] = (v.cpu() for v in agreement(branch_labels,
+                                                                                   trunk_labels.unsqueeze(0)))
+        out[f"trunk_labels{suffix}"] = trunk_labels.cpu()
     if train is not None:
         train = train.to(pairs.trunk_end.device)
         trunk_dist, trunk_nn = (v[:, 0] for v in nearest_neighbors(pairs.trunk_end, train))

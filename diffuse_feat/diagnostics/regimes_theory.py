@@ -31,6 +31,8 @@ __all__ = [
     "gm_excess_entropy",
     "gaussian_excess_entropy",
     "gaussian_collapse_time",
+    "ddpm_step_of_ou_time",
+    "ddpm_speciation_step",
 ]
 
 #: ``phi(t_S) = 0.775``: the paper's numerical definition of the speciation time (phi at u_t = 1 is 0.7752)
@@ -152,3 +154,37 @@ def gaussian_collapse_time(n: int, eigenvalues, t_hi: float = 50.0, iterations: 
         else:
             hi = mid
     return 0.5 * (lo + hi)
+
+
+# ----- the paper's DDPM step unit (Fig. 4) ------------------------------------------------------------------------
+# The authors' real-data runs use a linear DDPM schedule (beta 1e-4 -> 0.02, 1000 steps) indexed like diffusers'
+# alphas_cumprod: step t' = 0..999 has alpha_bar[t'] = prod_{i <= t'} (1 - beta_i), so alphas_cumprod[0] = 1 - beta_1
+# is already one step of noise (the note's table: t' = 950 <-> t = 4.576, t' = 100 <-> t = 0.055). Our DDPM process
+# counts from clean data (its t = 0 is alpha_bar = 1), so its t is t' + 1. OU time and step meet at
+# alpha_bar = e^{-2t}.
+
+
+def _paper_ddpm():
+    from ..process import DDPM
+
+    return DDPM(num_steps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02)
+
+
+def ddpm_step_of_ou_time(t, process=None) -> Tensor:
+    """The (fractional) DDPM step ``t'`` with ``alphas_cumprod[t'] = e^{-2t}`` (the authors' and diffusers' index,
+    ``alphas_cumprod[0] = 1 - beta_1``). ``process``: a :class:`~diffuse_feat.process.DDPM` (default: the paper's
+    linear 1000-step schedule), whose own ``t`` is this step + 1."""
+    process = process or _paper_ddpm()
+    sigma = torch.sqrt(torch.expm1(2 * _t(t)))  # the OU state's sigma-space noise level
+    return process.t_of_sigma(sigma) - 1
+
+
+def ddpm_speciation_step(top_eigenvalue: float, process=None) -> int:
+    """``t'_S``: the first step (the authors' index, as :func:`ddpm_step_of_ou_time`) with
+    ``alphas_cumprod[t'] < 1 / Lambda``, the unit of the paper's Fig. 4."""
+    process = process or _paper_ddpm()
+    alphas_cumprod_log = process.log_alpha_bar[1:]  # drop DDPM's clean t = 0: index t'
+    below = torch.nonzero(alphas_cumprod_log < -math.log(float(top_eigenvalue))).reshape(-1)
+    if below.numel() == 0:
+        raise ValueError(f"alpha_bar never falls below 1 / Lambda = {1 / top_eigenvalue:.4g} on this schedule")
+    return int(below[0])

@@ -1,16 +1,24 @@
 """Sclocchi, Favero, Wyart (2024): a phase transition in forward–backward diffusion reveals hierarchical data.
 
-``python -m diffuse_feat.reproduce hierarchy --out DIR [--quick]`` writes ``DIR/hierarchy.json`` and
-``DIR/hierarchy.png``:
+``python -m diffuse_feat.reproduce hierarchy --out DIR [--quick] [--seeds 3] [--workers 2]`` writes
+``DIR/hierarchy.json`` and ``DIR/hierarchy.png``. Each block runs once per seed (the seed also draws the grammar) and
+is summarized over seeds (``k``, ``k_se``, ``k_per_seed``; curves point by point); ``source`` says what made it:
 
-* ``exact``: RHM(v=32, n_c=32, m=8, s=2), L in {4, 6, 8, 10}, the soft-epsilon process and exact BP: the eps grid,
-  ``p_class`` (Rao–Blackwellised root marginal), ``p_unchanged[eps][level]`` (root first, from one exact posterior
-  tree per datum), the mean-field curves and ``eps_star_theory``; ``crossing`` is where the L=4 and L=10 class
-  curves cross (the note's exact BP: 0.73);
-* ``learned``: a diffusion model trained here on a small RHM (Gaussian noise on the one-hot encoding), its
-  forward–backward curves read by exact parsing, beside exact BP on the very same noisy inputs;
-* ``digits``: a diffusion model and a noised-input classifier trained here on the 8x8 digits: P(predicted class
-  preserved) and the normalised change of the classifier's standardised activations at every depth, vs sigma.
+* ``exact`` (``exact``): RHM(v=32, n_c=32, m=8, s=2), L in {4, 6, 8, 10}, the soft-epsilon process and exact BP: the
+  eps grid, ``p_class`` (Rao–Blackwellised root marginal), ``p_unchanged[eps][level]`` (root first, from one exact
+  posterior tree per datum), the mean-field curves and ``eps_star_theory``; ``crossing`` is where the L=4 and L=10
+  class curves cross (the note's exact BP: 0.73);
+* ``learned`` (``trained``): a TreeUNet inside a CategoricalDiffusionModule (cross-entropy) trained here on
+  RHM(v=4, n_c=4, m=2, s=2, L=4), Gaussian noise on the one-hot encoding; its forward–backward curves read by exact
+  parsing, beside exact BP on the very same noisy inputs; ``max_abs_diff_p_class`` over the sigma grid;
+* ``digits`` (``trained``): a diffusion model and a noised-input classifier trained here on the 8x8 digits: P(predicted
+  class preserved) and the normalised change of the classifier's standardised activations at every depth, vs sigma;
+  ``sigma_class_kept`` is the largest sigma with P(class preserved) >= 0.8, ``change_first_minus_last`` the first
+  block's change minus the last block's there, and ``first_block_changes_more`` whether that exceeds 2 SE over seeds
+  (with this residual MLP classifier it does not: every block's output carries the same residual stream).
+
+``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on ``--workers`` processes with
+one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version (the pooled count is equal).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from pathlib import Path
 import torch
 
 from ..backbones.mlp import MLP
+from ..backbones.tree_unet import TreeUNet
 from ..data.digits import DigitsDataModule
 from ..data.rhm import RHMDataModule, RHMGrammar
 from ..denoisers.rhm_bp import RHMBeliefPropagation
@@ -37,13 +46,17 @@ from ..diagnostics.hierarchy import (
     mean_field_class_curve,
     mean_field_threshold,
 )
+from ..errors import ConfigError
+from ..modules.categorical import CategoricalDiffusionModule
 from ..modules.classification import ClassificationModule
 from ..modules.diffusion import DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EDMPreconditioning
 from ..samplers import SeededNoise
 from ..sigma_sampling import LogUniformSigma
-from .common import fit_quietly, pick_device, write_results
+from .common import fit_quietly, pick_device, write_json, write_results
+from .seeded_tasks import add_seed_arguments, check_workers, run_tasks, seeds_of, summarize_tree
+from .seeds import exceeds
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
 
@@ -53,9 +66,11 @@ class Settings:
     num_trees: int  # exact BP: trees per eps point (MC error of p_class ~ 0.5 / sqrt(num_trees) near eps*)
     eps_grid: tuple[float, ...]
     depths: tuple[int, ...]
-    rhm_steps: int  # training steps of the small-RHM diffusion model
+    rhm_steps: int  # training steps of the learned-RHM diffusion model
+    rhm_batch: int
     rhm_width: int
     rhm_probes: int
+    rhm_sampler_steps: int
     digits_steps: int
     classifier_steps: int
     digits_probes: int
@@ -63,16 +78,42 @@ class Settings:
 
 
 EPS_FULL = (0.3, 0.5, 0.6, 0.65, 0.7, 0.72, 0.73, 0.74, 0.75, 0.76, 0.8, 0.9, 1.0)
-QUICK = Settings(150, (0.5, 0.65, 0.7, 0.72, 0.74, 0.76, 0.8, 0.9), (4, 6, 8, 10), 1500, 192, 128, 1200, 600, 128, 16)
-FULL = Settings(1000, EPS_FULL, (4, 6, 8, 10), 20000, 512, 512, 8000, 3000, 500, 32)
+QUICK = Settings(num_trees=50, eps_grid=(0.5, 0.65, 0.7, 0.72, 0.74, 0.76, 0.8, 0.9), depths=(4, 6, 8, 10),
+                 rhm_steps=2000, rhm_batch=256, rhm_width=32, rhm_probes=512, rhm_sampler_steps=12,
+                 digits_steps=1200, classifier_steps=600, digits_probes=128, sampler_steps=16)
+FULL = Settings(num_trees=1000, eps_grid=EPS_FULL, depths=(4, 6, 8, 10),
+                rhm_steps=10000, rhm_batch=512, rhm_width=128, rhm_probes=2000, rhm_sampler_steps=24,
+                digits_steps=8000, classifier_steps=3000, digits_probes=500, sampler_steps=32)
 RHM_BIG = {"v": 32, "n_c": 32, "m": 8, "s": 2}
-RHM_SMALL = {"v": 8, "n_c": 8, "m": 2, "s": 2, "L": 3, "scale": 1.5}  # data_std 0.496 ~ EDM's sigma_data
-SMALL_SIGMAS = (0.05, 0.1, 0.2, 0.3, 0.45, 0.6, 0.8, 1.2, 2.0, 4.0)
+# L >= 4 with a vocabulary small enough that a TreeUNet learns every level in CPU minutes (v^s = 16 tuples)
+RHM_LEARNED = {"v": 4, "n_c": 4, "m": 2, "s": 2, "L": 4}
+LEARNED_SIGMAS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.85, 1.0, 1.3, 2.0)
+LEARNED_SIGMA_MIN = 0.02
+CLASS_KEPT = 0.8  # "the class is still preserved": P(class preserved) >= 0.8
 DIGIT_SIGMAS = (0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device for training (default: cuda if available)")
+    add_seed_arguments(parser)
+    parser.add_argument("--grammar", default=",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS),
+                        help="v,n_c,m,s,L of the RHM the diffusion model learns (default %(default)s)")
+
+
+GRAMMAR_KEYS = ("v", "n_c", "m", "s", "L")
+
+
+def parse_grammar(text: str) -> dict[str, int]:
+    """``"v,n_c,m,s,L"`` -> a grammar that can exist (checked by building it), else one sentence."""
+    try:
+        values = [int(x) for x in str(text).split(",")]
+    except ValueError:
+        values = []
+    if len(values) != len(GRAMMAR_KEYS):
+        raise ConfigError(f"--grammar must be five integers v,n_c,m,s,L (e.g. 4,4,2,2,4), got {text!r}")
+    grammar = dict(zip(GRAMMAR_KEYS, values, strict=True))
+    RHMDataModule(**grammar, pool_size=2, n_val=0)  # refuses a grammar that cannot exist (e.g. m v > v^s)
+    return grammar
 
 
 # ----- exact BP on the big RHM ---------------------------------------------------------------------------------------
@@ -97,24 +138,29 @@ def exact(cfg: Settings, seed: int) -> dict:
                      "L8_leaves_p_unchanged": {"0.5": 0.98, "0.7": 0.89, "0.74": 0.72, "0.76": 0.61, "0.8": 0.44}}}
 
 
-# ----- a diffusion model learned on a small RHM ----------------------------------------------------------------------
-def learned(cfg: Settings, seed: int, device: torch.device) -> dict:
-    dm = RHMDataModule(**RHM_SMALL, pool_size=60000, n_val=cfg.rhm_probes, batch_size=128, seed=seed)
+# ----- a diffusion model learned on an RHM with L >= 4 ---------------------------------------------------------------
+def learned(cfg: Settings, seed: int, device: torch.device, grammar: dict[str, int]) -> dict:
+    # as many fresh derivations as the run consumes: the model sees each string about once
+    dm = RHMDataModule(**grammar, rule_seed=seed, pool_size=cfg.rhm_steps * cfg.rhm_batch + cfg.rhm_probes,
+                       n_val=cfg.rhm_probes, batch_size=cfg.rhm_batch, seed=seed)
     dm.setup()
     torch.manual_seed(seed)
-    model = DiffusionModule(functools.partial(MLP, width=cfg.rhm_width, depth=3), data_shape=dm.data_shape,
-                            num_classes=dm.num_classes, preconditioning=EDMPreconditioning(dm.data_std),
-                            lr=1e-3, lr_warmup_steps=100, seed=seed)
+    model = CategoricalDiffusionModule(functools.partial(TreeUNet, width=cfg.rhm_width), data_shape=dm.data_shape,
+                                       preconditioning=EDMPreconditioning(dm.data_std), encoding_scale=dm.scale,
+                                       encoding_center=dm.center, lr=3e-3, lr_warmup_steps=100, seed=seed)
     model = fit_quietly(model, dm, cfg.rhm_steps, device, check_val_every_n_epoch=None)
     x0, trees = dm.val_tensor(), dm.val_trees()
     seeds = list(range(seed, seed + x0.shape[0]))
-    with torch.no_grad():
-        res = learned_forward_backward(model, x0.to(device), trees, SMALL_SIGMAS, dm.parse, seeds=seeds,
-                                       num_steps=cfg.sampler_steps)
-    bp = bp_gaussian_forward_backward(dm.bp_denoiser(), x0, trees, SMALL_SIGMAS, SeededNoise(seeds).randn_like(x0),
-                                      seed=seed)
-    return {**RHM_SMALL, "training_steps": cfg.rhm_steps, "num_probes": x0.shape[0], "sigma": list(SMALL_SIGMAS),
-            "model": res, "bp": bp}
+    with torch.no_grad():  # the sampler stops at sigma 0.02, where every symbol is already certain: below it the
+        # model extrapolates (its log-normal training density barely reaches 0.002) and flipped ~8% of strings
+        res = learned_forward_backward(model, x0.to(device), trees, LEARNED_SIGMAS, dm.parse, seeds=seeds,
+                                       num_steps=cfg.rhm_sampler_steps, sigma_min=LEARNED_SIGMA_MIN)
+    bp = bp_gaussian_forward_backward(dm.bp_denoiser(), x0, trees, LEARNED_SIGMAS,
+                                      SeededNoise(seeds).randn_like(x0), seed=seed)
+    diff = [abs(a - b) for a, b in zip(res["p_class"], bp["p_class"], strict=True)]
+    return {**grammar, "scale": dm.scale, "training_steps": cfg.rhm_steps, "batch_size": cfg.rhm_batch,
+            "width": cfg.rhm_width, "num_probes": x0.shape[0], "sigma": list(LEARNED_SIGMAS), "model": res, "bp": bp,
+            "max_abs_diff_p_class": max(diff)}
 
 
 # ----- digits --------------------------------------------------------------------------------------------------------
@@ -136,6 +182,121 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
                                      depth_names=[f"block{i + 1}" for i in range(3)])
     return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps,
             "classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
+
+
+# ----- seeds, checks, table ---------------------------------------------------------------------------------------
+BLOCKS = ("learned", "digits", "exact")  # longest first, so the last round is short
+
+
+def block_task(name: str, quick: bool, seed: int, device_name: str, grammar: dict[str, int]) -> dict:
+    """One block for one seed (run in a worker process); BP runs on the CPU."""
+    cfg = QUICK if quick else FULL
+    if name == "exact":
+        return exact(cfg, seed)
+    if name == "learned":
+        return learned(cfg, seed, torch.device(device_name), grammar)
+    return digits(cfg, seed, torch.device(device_name))
+
+
+def levels_increase(p_unchanged: list[list[float]], tolerance: float) -> bool:
+    """Deeper symbols preserved longer: at every sigma, P(unchanged) does not fall from the root to the leaves by
+    more than ``tolerance`` between consecutive levels."""
+    return all(b >= a - tolerance for row in p_unchanged for a, b in zip(row, row[1:], strict=False))
+
+
+def _digits_summary(records: list[dict]) -> dict:
+    out = summarize_tree(records)
+    kept = [i for i, p in enumerate(out["p_class"]) if p >= CLASS_KEPT]
+    first, last = records[0]["depths"][1], records[0]["depths"][-2]  # the classifier's first and last blocks
+    i = max(kept) if kept else 0
+    diffs = [r["change"][first][i] - r["change"][last][i] for r in records]
+    mean = sum(diffs) / len(diffs)
+    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else 0.0
+    out.update(sigma_class_kept=out["sigma"][i] if kept else None, first_block=first, last_block=last,
+               change_first_block=out["change"][first][i], change_last_block=out["change"][last][i],
+               change_first_minus_last=mean, change_first_minus_last_se=se, change_first_minus_last_per_seed=diffs,
+               first_block_changes_more=bool(kept) and exceeds(0.0, 0.0, mean, se))
+    return out
+
+
+def _summarize(name: str, records: list[dict]) -> dict:
+    out = _digits_summary(records) if name == "digits" else summarize_tree(records)
+    if name == "exact":  # where the mean curves over seeds cross
+        lo, hi = str(min(out["depths"])), str(max(out["depths"]))
+        out["crossing_per_seed"] = [r["crossing"] for r in records]
+        out["crossing"] = crossing_point(out["eps"], out["curves"][lo]["p_class"], out["curves"][hi]["p_class"])
+        out.pop("crossing_se", None)
+    if name == "learned":  # the gap of the mean curves over seeds
+        out["max_abs_diff_p_class"] = max(abs(a - b) for a, b in zip(out["model"]["p_class"], out["bp"]["p_class"],
+                                                                          strict=True))
+        out["max_abs_diff_p_class_per_seed"] = [r["max_abs_diff_p_class"] for r in records]
+        out.pop("max_abs_diff_p_class_se", None)
+    out["source"] = "exact" if name == "exact" else "trained"
+    return out
+
+
+def checks(payload: dict) -> dict[str, bool]:
+    """The issue's acceptance tests on the summarized payload (means over seeds)."""
+    ex, le, dg = payload["exact"], payload["learned"], payload["digits"]
+    eps = ex["eps"]
+    deepest = ex["curves"][str(max(ex["depths"]))]
+    return {
+        "exact_class_kept_then_lost": deepest["p_class"][0] > 0.9 and deepest["p_class"][-1] < 2 * ex["chance"],
+        "exact_depth_curves_cross_at_eps_star": abs(ex["crossing"] - ex["eps_star_theory"]) <= 0.02
+        if ex["crossing"] is not None else False,
+        "exact_levels_ordered": levels_increase(ex["curves"]["8"]["p_unchanged"][eps.index(0.8):], 0.02),
+        "learned_depth_at_least_4": le["L"] >= 4,
+        "learned_p_class_within_0.1_of_bp": le["max_abs_diff_p_class"] <= 0.1,
+        "learned_levels_ordered_like_bp": levels_increase(le["bp"]["p_unchanged"], 0.02)
+        and levels_increase(le["model"]["p_unchanged"], 0.02),
+        # digits: the class must be kept somewhere (whether the first block then changes more is reported, not
+        # required: with a residual MLP classifier it is not beyond 2 SE, see the README)
+        "digits_class_kept_then_lost": dg["sigma_class_kept"] is not None and dg["p_class"][-1] < 0.5,
+    }
+
+
+def table_rows(payload: dict) -> list[dict]:
+    """The README table of ``hierarchy.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
+    (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
+    ex, le, dg = payload["exact"], payload["learned"], payload["digits"]
+    deepest = str(max(ex["depths"]))
+    curve = ex["curves"][deepest]
+    grammar = f"RHM(v={ex['v']}, m={ex['m']}, s={ex['s']})"
+    rows = [
+        {"quantity": f"{grammar}: mean-field eps*", "value": ex["eps_star_theory"], "se": None, "source": "exact",
+         "paper": "eps* = 0.731 (paper note)"},
+        {"quantity": f"{grammar}: L=4 and L={deepest} class curves cross at eps", "value": _num(ex["crossing"]),
+         "se": None, "source": "exact", "paper": "exact BP 0.73 (paper note)"},
+    ]
+    for k, e in enumerate(ex["eps"]):
+        rows.append({"quantity": f"{grammar} L={deepest}: P(class preserved) at eps={e:g}",
+                     "value": curve["p_class"][k], "se": curve["p_class_se"][k], "source": "exact",
+                     "paper": None})
+    learned_grammar = f"RHM(v={le['v']}, m={le['m']}, s={le['s']}, L={le['L']})"
+    rows.append({"quantity": f"{learned_grammar}: max over sigma |P(class) trained - BP|",
+                 "value": le["max_abs_diff_p_class"], "se": None, "source": "trained", "paper": None})
+    for k, sigma in enumerate(le["sigma"]):
+        for key, source, who in (("model", "trained", "trained TreeUNet"), ("bp", "exact", "BP")):
+            rows.append({"quantity": f"{learned_grammar}: P(class preserved) at sigma={sigma:g}, {who}",
+                         "value": le[key]["p_class"][k], "se": le[key]["p_class_se"][k], "source": source,
+                         "paper": None})
+    rows += [
+        {"quantity": "digits: classifier accuracy (held out)", "value": dg["classifier_val_accuracy"],
+         "se": dg.get("classifier_val_accuracy_se"), "source": "trained", "paper": None},
+        {"quantity": f"digits: largest sigma with P(class preserved) >= {CLASS_KEPT}",
+         "value": _num(dg["sigma_class_kept"]), "se": None, "source": "trained", "paper": None},
+        {"quantity": f"digits: change of {dg['first_block']} at that sigma", "value": dg["change_first_block"],
+         "se": None, "source": "trained", "paper": None},
+        {"quantity": f"digits: change of {dg['last_block']} at that sigma", "value": dg["change_last_block"],
+         "se": None, "source": "trained", "paper": None},
+        {"quantity": "digits: first minus last block change", "value": dg["change_first_minus_last"],
+         "se": dg["change_first_minus_last_se"], "source": "trained", "paper": None},
+    ]
+    return rows
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
 
 
 # ----- figure --------------------------------------------------------------------------------------------------------
@@ -191,17 +352,21 @@ def plot(payload: dict, path: Path) -> None:
 
 
 def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
-    cfg = QUICK if quick else FULL
+    seeds = seeds_of(args, seed)
+    grammar = parse_grammar(getattr(args, "grammar", ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)))
     device = pick_device(getattr(args, "device", None))
-    seconds = {}
+    workers = 1 if device.type == "cuda" else check_workers(getattr(args, "workers", 1))  # one GPU: one process
+    tasks = [(name, quick, s, str(device), grammar) for name in BLOCKS for s in seeds]
     start = time.perf_counter()
+    results = run_tasks(block_task, tasks, workers)
     payload = {"paper": "Sclocchi, Favero, Wyart 2024, A phase transition in diffusion models reveals the "
-                        "hierarchical nature of data", "quick": quick, "seed": seed, "device": str(device)}
-    payload["exact"] = exact(cfg, seed)
-    seconds["exact"] = time.perf_counter() - start
-    payload["learned"] = learned(cfg, seed, device)
-    seconds["learned"] = time.perf_counter() - start - seconds["exact"]
-    payload["digits"] = digits(cfg, seed, device)
-    seconds["digits"] = time.perf_counter() - start - seconds["exact"] - seconds["learned"]
-    payload["seconds"] = seconds
+                        "hierarchical nature of data", "quick": quick, "seed": seed, "seeds": seeds,
+               "device": str(device), "workers": workers, "wall_seconds": time.perf_counter() - start,
+               "cpu_seconds": {name: sum(cpu for (n, *_), (_, cpu, _) in zip(tasks, results, strict=True)
+                                         if n == name) for name in BLOCKS}}
+    per_seed = {name: [r for (n, *_), (r, _, _) in zip(tasks, results, strict=True) if n == name] for name in BLOCKS}
+    write_json(out / "hierarchy_per_seed.json", {"seeds": seeds, **per_seed})  # the raw records, before summaries
+    for name in ("exact", "learned", "digits"):
+        payload[name] = _summarize(name, per_seed[name])
+    payload["checks"] = checks(payload)
     return write_results(out, "hierarchy", payload, plot)
