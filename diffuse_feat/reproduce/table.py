@@ -56,7 +56,8 @@ def render(rows: list[dict]) -> str:
     """A markdown table: quantity | mean | ± SE | source | paper."""
     lines = ["| quantity | value | ± SE | source | paper |", "|---|---|---|---|---|"]
     for row in rows:
-        lines.append(f"| {row['quantity']} | {_number(row['value'], 3)} | {_number(row['se'], 2)} | {row['source']} "
+        quantity = row["quantity"].replace("|", "\\|")  # a norm |x| must not split the cell
+        lines.append(f"| {quantity} | {_number(row['value'], 3)} | {_number(row['se'], 2)} | {row['source']} "
                      f"| {row['paper'] or '–'} |")
     return "\n".join(lines)
 
