@@ -63,6 +63,19 @@ def test_tasks_on_two_worker_processes_come_back_in_order_with_one_thread_each()
     assert all(r["threads"] == 1 and cpu >= 0 and wall >= 0 for r, cpu, wall in results)
 
 
+def test_tasks_run_here_use_one_thread_and_leave_the_callers_threads_as_they_were():
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = run_tasks(_square_and_threads, [(3,), (2,)], workers=1)
+        assert [r["square"] for r, _, _ in results] == [9, 4] and all(r["threads"] == 1 for r, _, _ in results)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 # ----- the --quick reproduction (slow) ---------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def quick_hierarchy(tmp_path_factory):

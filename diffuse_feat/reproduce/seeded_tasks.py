@@ -8,9 +8,7 @@ on separate cores halve the wall time on the 2-core machines the ``--quick`` bud
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as futures
 import math
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +18,7 @@ import torch
 
 from ..errors import ConfigError
 from ..reporting import to_jsonable
+from .common import map_in_processes
 from .seeds import seed_list, summarize_over_seeds
 
 __all__ = ["add_seed_arguments", "run_tasks", "summarize_tree", "check_workers", "seeds_of"]
@@ -54,19 +53,14 @@ def _timed(fn: Callable[..., dict], args: tuple) -> tuple[dict, float, float]:
 
 
 def run_tasks(fn: Callable[..., dict], tasks: Sequence[tuple], workers: int = 1) -> list[tuple[dict, float, float]]:
-    """``[(fn(*task) as JSON-ready data, cpu_seconds, wall_seconds)]`` in task order. ``workers > 1`` runs them on
-    that many spawned processes (``fn`` must be importable: a module-level function); longest tasks should come
-    first so the last round is short."""
-    if check_workers(workers) == 1 or len(tasks) == 1:
-        threads = torch.get_num_threads()
-        try:
-            return [_timed(fn, task) for task in tasks]
-        finally:
-            torch.set_num_threads(threads)
-    context = multiprocessing.get_context("spawn")  # no forked torch/Lightning state
-    with futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context) as pool:
-        jobs = [pool.submit(_timed, fn, task) for task in tasks]
-        return [job.result() for job in jobs]
+    """``[(fn(*task) as JSON-ready data, cpu_seconds, wall_seconds)]`` in task order, on ``workers`` spawned
+    processes through :func:`~diffuse_feat.reproduce.common.map_in_processes` (``fn`` must be importable: a
+    module-level function); longest tasks should come first so the last round is short."""
+    threads = torch.get_num_threads()  # _timed sets one thread; run here (workers == 1), that must not stick
+    try:
+        return map_in_processes(_timed, [(fn, task) for task in tasks], check_workers(workers))
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _pooled_se(values: list) -> Any:
