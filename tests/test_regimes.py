@@ -386,17 +386,22 @@ def test_bad_input_stops_with_one_sentence_before_any_work(tmp_path, capsys, arg
 
 @pytest.fixture(scope="module")
 def quick_regimes(tmp_path_factory):
-    import json
     import time
 
-    from diffuse_feat.reproduce.__main__ import main
+    from tests.reproduction_check import run_quick
 
     out = tmp_path_factory.mktemp("regimes")
     start = time.perf_counter()
-    main(["regimes", "--quick", "--out", str(out)])  # 3 seeds on 2 worker processes
-    payload = json.loads((out / "regimes.json").read_text())
+    payload = run_quick("regimes", out)  # 3 seeds on 2 worker processes
     payload["test_wall_seconds"] = time.perf_counter() - start
     return payload, out
+
+
+@pytest.mark.slow
+def test_quick_regimes_matches_the_committed_results(quick_regimes):
+    from tests.reproduction_check import assert_matches_committed
+
+    assert_matches_committed("regimes", quick_regimes[0], floor=0.05)
 
 
 @pytest.mark.slow

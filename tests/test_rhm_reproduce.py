@@ -3,7 +3,6 @@ against the issue's acceptance tests (Sclocchi et al. 2024)."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
 
@@ -12,6 +11,7 @@ import pytest
 from diffuse_feat.reproduce.__main__ import main
 from diffuse_feat.reproduce.hierarchy import levels_increase, table_rows
 from diffuse_feat.reproduce.seeded_tasks import run_tasks, summarize_tree
+from tests.reproduction_check import assert_matches_committed, run_quick
 
 
 @pytest.mark.parametrize(("argv", "sentence"), [
@@ -81,10 +81,14 @@ def test_tasks_run_here_use_one_thread_and_leave_the_callers_threads_as_they_wer
 def quick_hierarchy(tmp_path_factory):
     out = tmp_path_factory.mktemp("hierarchy")
     start = time.perf_counter()
-    main(["hierarchy", "--quick", "--out", str(out)])  # 3 seeds on 2 worker processes
-    payload = json.loads((out / "hierarchy.json").read_text())
+    payload = run_quick("hierarchy", out)  # 3 seeds on 2 worker processes
     payload["test_wall_seconds"] = time.perf_counter() - start
     return payload, out
+
+
+@pytest.mark.slow
+def test_quick_hierarchy_matches_the_committed_results(quick_hierarchy):
+    assert_matches_committed("hierarchy", quick_hierarchy[0], floor=0.05)
 
 
 @pytest.mark.slow
