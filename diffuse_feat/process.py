@@ -360,10 +360,25 @@ class DiscreteSchedule(NoiseProcess):
 
     def _table(self, device: torch.device) -> Tensor:
         """``-log alpha_bar`` (increasing) on ``device``, copied there once (a copy per call would sync a GPU)."""
+        return self._cached("table", device, lambda: -self.log_alpha_bar)
+
+    def _segments(self, device: torch.device) -> Tensor:
+        """Row ``i`` of this ``[N + 1, 3]`` table is ``(k, L[k], 1 / (L[k + 1] - L[k]))`` for the segment whose right
+        end is ``searchsorted(L, target) = i`` (``L = -log alpha_bar``; the ends clamped to the first and last
+        segment), so interpolating a timestep is one lookup and one ``addcmul`` (this runs on every call)."""
+
+        def build() -> Tensor:
+            table = -self.log_alpha_bar
+            lo = (torch.arange(self.num_steps + 1) - 1).clamp(0, self.num_steps - 2)
+            return torch.stack([lo.double(), table[lo], 1 / (table[lo + 1] - table[lo])], dim=-1)
+
+        return self._cached("segments", device, build)
+
+    def _cached(self, name: str, device: torch.device, build) -> Tensor:
         cache = self.__dict__.setdefault("_tables", {})
-        if device not in cache:
-            cache[device] = (-self.log_alpha_bar).to(device)
-        return cache[device]
+        if (name, device) not in cache:
+            cache[name, device] = build().to(device)
+        return cache[name, device]
 
     def _log_alpha_bar(self, t):
         t = torch.as_tensor(t, dtype=torch.float64).clamp(0, self.num_steps - 1)
@@ -388,13 +403,13 @@ class DiscreteSchedule(NoiseProcess):
         sigma = torch.as_tensor(sigma, dtype=torch.float64)
         _check_sigma_in(self, sigma, *self.sigma_range())
         table = self._table(sigma.device)
-        target = torch.log1p(sigma * sigma)  # -log alpha_bar, increasing in t
-        hi = torch.searchsorted(table, target).clamp_(1, self.num_steps - 1)
-        lo = hi - 1
+        target = torch.log1p(sigma.square())  # -log alpha_bar, increasing in t
         if self.timesteps == "nearest":  # nearest in log sigma^2 = log(e^L - 1), L = -log alpha_bar
+            hi = torch.searchsorted(table, target).clamp_(1, self.num_steps - 1)
+            lo = hi - 1
             log_sigma_sq = torch.log(sigma.square())
             d_lo = (log_sigma_sq - torch.log(torch.expm1(table[lo]))).abs()
             d_hi = (torch.log(torch.expm1(table[hi])) - log_sigma_sq).abs()
             return torch.where(d_hi < d_lo, hi, lo).to(torch.float64)
-        below = table[lo]
-        return (target - below).div_(table[hi] - below).clamp_(0, 1).add_(lo)
+        k, below, inverse_slope = self._segments(sigma.device)[torch.searchsorted(table, target)].unbind(-1)
+        return torch.addcmul(k, target - below, inverse_slope).clamp_(0, self.num_steps - 1)
