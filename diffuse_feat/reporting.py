@@ -128,6 +128,8 @@ class RunReporter:
                 w.add_histogram(tag, values.detach().float().cpu(), step)
 
     def flush(self) -> None:
+        if not self.is_writer:
+            return
         for w in self.writers:
             w.flush()
             sub_runs(w).flush()

@@ -101,9 +101,14 @@ def test_a_resumed_run_drops_the_later_points_of_its_sub_runs_too(tmp_path):
         assert points == [(step, s * step + (100.0 if step >= 3 else 0.0)) for step in range(6)]
 
 
-def test_a_run_without_a_curve_has_no_sub_folder(tmp_path):
+def test_a_run_without_a_curve_or_off_rank_zero_has_no_sub_folder(tmp_path):
+    from diffuse_feat.reporting import RunReporter
+
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
     logger.log_metrics({"train/loss": 1.0, "train/loss_by_sigma/all": 2.0}, 0)
+    other_rank = RunReporter(logger.log_dir, writers=[logger.experiment], is_writer=False)
+    other_rank.scalars("diagnostics/fb", {"p_class_s0.5": 1.0}, 0)
+    other_rank.flush()
     logger.finalize("success")
     assert _sub_runs(Path(logger.log_dir)) == set()
     assert set(_scalars(Path(logger.log_dir))) == {"train/loss", "train/loss_by_sigma/all"}
