@@ -2,8 +2,9 @@
 
 Builds a small log folder (a short ``python train.py`` run of the default experiment, and the Gaussian-structure,
 forward-backward and regimes figures of ``python -m diffuse_feat.analyze`` on exact references, so no training is
-needed for them), serves it with TensorBoard and saves the Time Series, Images and Custom Scalars pages as PNGs at
-a laptop's window size, for a person to look at (are the figures readable at TensorBoard's own size?).
+needed for them), serves it with TensorBoard and saves the Time Series, Images, Custom Scalars and Scalars pages
+as PNGs at a laptop's window size, for a person to look at (are the figures readable at TensorBoard's own size? is
+each curve over sigma one card with a line per sigma?).
 
     python benchmarks/tensorboard_view.py [--logdir DIR (an existing one; default: build one)]
                                           [--out benchmarks/results/tensorboard_view] [--width 1400 --height 1000]
@@ -24,8 +25,10 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+# curves_by_sigma: the Scalars tab on the curves over sigma (a card each, a line per sub-run); headless Chromium
+# draws no line in Time Series cards (their legends and card count still show), the Scalars tab's charts it does
 PAGES = {"timeseries": "timeseries", "images": "images", "custom_scalars": "custom_scalars",
-         "sample_grids": "images&tagFilter=samples"}
+         "sample_grids": "images&tagFilter=samples", "curves_by_sigma": "scalars&tagFilter=_by_"}
 ANALYZE = [  # (diagnostic, exact reference, data config)
     ("gaussian_structure", "gaussian", "configs/gaussian_structure/digits.yaml"),
     ("forward_backward", "bp", "configs/hierarchy/rhm_diffusion.yaml"),

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from .tensorboard_layout import note_scalars
+from .tensorboard_layout import sub_runs
 
 __all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
 
@@ -96,9 +96,9 @@ class RunReporter:
             if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
                 flat[f"{prefix}/{key}"] = float(value)
         for w in self.writers:
-            for tag, value in flat.items():
+            # a curve over sigma: one chart with a line (sub-run) per sigma; the rest in the run itself
+            for tag, value in sub_runs(w).log(flat, step).items():
                 w.add_scalar(tag, value, step)
-            note_scalars(w, flat)  # a curve over sigma: one chart with a line per sigma
         for logger in self.loggers:
             logger.log_metrics(flat, step=step)
 
@@ -128,5 +128,8 @@ class RunReporter:
                 w.add_histogram(tag, values.detach().float().cpu(), step)
 
     def flush(self) -> None:
+        if not self.is_writer:
+            return
         for w in self.writers:
             w.flush()
+            sub_runs(w).flush()

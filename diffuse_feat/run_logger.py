@@ -1,11 +1,12 @@
 """The logger every ``train.py`` run writes TensorBoard with (configs naming Lightning's ``TensorBoardLogger`` get it
 too, see :mod:`diffuse_feat.cli`): Lightning's ``TensorBoardLogger`` plus
 
-* curves over sigma as one chart each (:mod:`diffuse_feat.tensorboard_layout`, "Custom Scalars" tab);
+* curves over sigma as one chart each, a line per sigma (:mod:`diffuse_feat.tensorboard_layout`: the points go to
+  sub-runs ``<run>/sigma=...``, the Time Series tab shows one card per curve, as does the Custom Scalars tab);
 * ``epoch`` written once per epoch: Lightning adds it to every ``log_metrics`` call, which made one point per
   logged step (192 in a 60-epoch run);
 * ``purge_step``: a resumed run has TensorBoard drop the points its interrupted predecessor logged after the
-  checkpoint, so no curve doubles back.
+  checkpoint, so no curve doubles back (the sub-runs' too).
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch import Tensor
 
-from .tensorboard_layout import note_scalars
+from .tensorboard_layout import line_of, sub_runs
 
 __all__ = ["RunLogger"]
 
@@ -33,14 +35,29 @@ class RunLogger(TensorBoardLogger):
         self.purge_step = purge_step
         self._epoch_written: float | None = None
 
+    @property
+    def experiment(self):
+        writer = super().experiment
+        if self._experiment is not None:  # rank zero: the sub-runs start at the run's purge_step
+            sub_runs(writer, self.purge_step)
+        return writer
+
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         metrics = dict(metrics)
         epoch = metrics.pop("epoch", None)
         if epoch is not None and epoch != self._epoch_written:
             metrics["epoch"], self._epoch_written = epoch, epoch
-        if not metrics:
-            return
-        super().log_metrics(metrics, step)
         prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
-        note_scalars(self.experiment, [prefix + key for key in metrics])
+        points = {prefix + key: metrics.pop(key) for key in list(metrics) if line_of(prefix + key) is not None}
+        if points:
+            sub_runs(self.experiment).log({tag: float(v.item() if isinstance(v, Tensor) else v)
+                                           for tag, v in points.items()}, step)
+        if metrics:
+            super().log_metrics(metrics, step)
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        if self._experiment is not None:
+            sub_runs(self._experiment).close()
+        super().finalize(status)

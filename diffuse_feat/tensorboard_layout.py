@@ -1,60 +1,127 @@
 """Curves over sigma (or level, or time) as one TensorBoard chart each, with a line per value.
 
-A quantity measured at several noise levels is logged as one scalar per level (``val/loss_by_sigma/sigma=0.02``,
-``diagnostics/fb/p_class_s0.5``): TensorBoard's Scalars tab would show one card per level. Every writer here also
-keeps a *custom-scalar layout* (TensorBoard's "Custom Scalars" tab) with one multi-line chart per quantity, grouped
-by prefix; :func:`note_scalars` adds a chart the first time one of its tags is written.
+A quantity measured at several noise levels comes as one scalar per level (``val/loss_by_sigma/sigma=0.02``,
+``diagnostics/fb/p_class_s0.5``). Written as such, TensorBoard's Time Series and Scalars tabs would show one card
+per level (54 cards in one RHM run). Instead, as ``SummaryWriter.add_scalars`` does, each point goes to a *sub-run*,
+a folder of the run named by its line (``<run>/sigma=0.02``, ``level=2``, ``t=0.5``; one sub-run per line, shared by
+all charts), under the chart's tag (``val/loss_by_sigma``, ``diagnostics/fb/p_class_by_sigma``): one card per
+quantity with one line per sub-run. The run's custom-scalar layout ("Custom Scalars" tab) has the same charts,
+grouped by prefix.
 
-Tag grammar: ``<chart>/sigma<...>`` (a bucket or level named by sigma), ``<chart>/<number>``, or
-``<chart>_s<number>`` / ``<chart>_t<number>`` / ``<chart>_level<number>``.
+Tag grammar: ``<chart>/sigma<...>`` (a bucket or level named by sigma), ``<chart>/<number>`` (a sigma), or
+``<chart>_s<number>`` / ``<chart>_t<number>`` / ``<chart>_level<number>`` (chart tag ``<chart>_by_sigma``,
+``_by_t``, ``_by_level``).
+
+:func:`sub_runs` gives the one :class:`SubRuns` of a writer, shared by every writer path (``RunLogger``,
+``RunReporter``); its child writers are made on the first point of their line, so a run that logs no curve has no
+sub-folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-__all__ = ["chart_of", "layout_of", "note_scalars"]
+__all__ = ["line_of", "layout_of", "sub_runs", "SubRuns"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
-_BY_NAME = re.compile(rf"^(?P<chart>.+)/(?:sigma[^/]*|{_NUMBER})$")
-_BY_SUFFIX = re.compile(rf"^(?P<chart>.+?)_(?P<kind>s|t|level)(?:{_NUMBER})$")
+_BY_NAME = re.compile(rf"^(?P<chart>.+)/(?P<line>sigma[^/]*|{_NUMBER})$")
+_BY_SUFFIX = re.compile(rf"^(?P<chart>.+?)_(?P<kind>s|t|level)(?P<value>{_NUMBER})$")
+_KIND = {"s": "sigma", "t": "t", "level": "level"}
+# a bucket's comparison as a folder name: sigma<0.05 -> sigma_lt_0.05 (no shell quoting, valid on every system)
+_COMPARISONS = (("<=", "_le_"), (">=", "_ge_"), ("<", "_lt_"), (">", "_gt_"))
 
-# the charts already in each writer's layout (a writer dies with its run)
-_CHARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+def _folder_name(line: str) -> str:
+    for sign, word in _COMPARISONS:
+        line = line.replace(sign, word)
+    return re.sub(r"[^\w.=+-]", "_", line)
 
 
-def chart_of(tag: str) -> tuple[str, str] | None:
-    """``(chart title, regex of its tags)`` when ``tag`` is one point of a curve over sigma/level/time, else None."""
+def line_of(tag: str) -> tuple[str, str] | None:
+    """``(chart tag, line name)`` when ``tag`` is one point of a curve over sigma/level/time, else None. The line
+    name is the sub-run's folder name (``sigma=0.02``, ``sigma_lt_0.05``, ``level=2``, ``t=0.5``)."""
     match = _BY_NAME.match(tag)
     if match:
-        chart = match["chart"]
-        return chart, rf"^{re.escape(chart)}/(sigma[^/]*|{_NUMBER})$"
+        line = match["line"]
+        return match["chart"], _folder_name(line if line.startswith("sigma") else f"sigma={line}")
     match = _BY_SUFFIX.match(tag)
     if match and "/" in tag:
-        chart = match["chart"]
-        by = {"s": "sigma", "t": "t", "level": "level"}[match["kind"]]
-        return f"{chart} (by {by})", rf"^{re.escape(chart)}_{match['kind']}{_NUMBER}$"
+        kind = _KIND[match["kind"]]
+        return f"{match['chart']}_by_{kind}", _folder_name(f"{kind}={match['value']}")
     return None
 
 
-def layout_of(charts: Iterable[tuple[str, str]]) -> dict[str, dict[str, list]]:
+def layout_of(charts: Iterable[str]) -> dict[str, dict[str, list]]:
     """``SummaryWriter.add_custom_scalars`` layout: one category per prefix (``train``, ``val``,
-    ``diagnostics/<name>``), one multi-line chart per quantity."""
+    ``diagnostics/<name>``), one multi-line chart per chart tag (a line per sub-run)."""
     layout: dict[str, dict[str, list]] = {}
-    for title, regex in sorted(charts):
-        parts = title.split("/")
+    for chart in sorted(charts):
+        parts = chart.split("/")
         category = "/".join(parts[:2]) if parts[0] == "diagnostics" and len(parts) > 2 else parts[0]
-        layout.setdefault(category, {})[title] = ["Multiline", [regex]]
+        layout.setdefault(category, {})[chart] = ["Multiline", [rf"^{re.escape(chart)}$"]]
     return layout
 
 
-def note_scalars(writer, tags: Iterable[str]) -> None:
-    """Add the charts of ``tags`` that ``writer``'s layout lacks, and rewrite the layout if one was added
-    (TensorBoard reads the last layout a run wrote)."""
-    charts = _CHARTS.setdefault(writer, set())
-    new = {chart for chart in map(chart_of, tags) if chart is not None} - charts
-    if new:
-        charts |= new
-        writer.add_custom_scalars(layout_of(charts))
+class SubRuns:
+    """The sub-runs of one run's ``SummaryWriter`` and its custom-scalar layout."""
+
+    def __init__(self, writer, purge_step: int | None = None):
+        self.writer = writer
+        self.purge_step = purge_step  # the writer forgets its own once its first event file is open
+        self.children: dict[str, object] = {}
+        self.charts: set[str] = set()
+
+    def log(self, scalars: Mapping[str, float], step: int) -> dict[str, float]:
+        """Write the points of curves in ``scalars`` to their sub-runs, add their charts to the layout; returns
+        the other scalars, for the caller to write to the run itself."""
+        others, written, new_charts = {}, set(), set()
+        for tag, value in scalars.items():
+            line = line_of(tag)
+            if line is None:
+                others[tag] = value
+                continue
+            chart, name = line
+            self._child(name).add_scalar(chart, value, step)
+            written.add(name)
+            if chart not in self.charts:
+                new_charts.add(chart)
+        for name in written:  # on disk now: a plain TensorBoardLogger closes only its own writer, not these
+            self.children[name].flush()
+        if new_charts:  # TensorBoard reads the last layout a run wrote
+            self.charts |= new_charts
+            self.writer.add_custom_scalars(layout_of(self.charts))
+        return others
+
+    def _child(self, name: str):
+        child = self.children.get(name)
+        if child is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            w = self.writer
+            child = SummaryWriter(os.path.join(w.get_logdir(), name), purge_step=self.purge_step,
+                                  max_queue=w.max_queue, flush_secs=w.flush_secs, filename_suffix=w.filename_suffix)
+            self.children[name] = child
+        return child
+
+    def flush(self) -> None:
+        for child in self.children.values():
+            child.flush()
+
+    def close(self) -> None:
+        """Close the child writers (a later point reopens one, as a closed ``SummaryWriter`` does)."""
+        for child in self.children.values():
+            child.close()
+
+
+_SUB_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's sub-runs die with its writer
+
+
+def sub_runs(writer, purge_step: int | None = None) -> SubRuns:
+    """The one :class:`SubRuns` of ``writer``; ``purge_step`` (a resumed run's) counts where it is first made."""
+    found = _SUB_RUNS.get(writer)
+    if found is None:
+        found = _SUB_RUNS[writer] = SubRuns(writer, purge_step)
+    return found

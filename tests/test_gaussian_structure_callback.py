@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import re
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -50,9 +51,14 @@ def test_callback_writes_records_scalars_and_a_figure(fitted):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     assert len([t for t in events.Tags()["images"] if t.startswith(f"figures/{NAME}/")]) == 6  # one a panel
     scalars = set(events.Tags()["scalars"])
-    for key in ("linearity_min_mid", "rmse_to_gaussian_mid", "memorized_fraction", "jacobian_distance_s1",
-                "distill_error_mid", "generation_nmse_to_gaussian"):
+    for key in ("linearity_min_mid", "rmse_to_gaussian_mid", "memorized_fraction", "distill_error_mid",
+                "generation_nmse_to_gaussian"):
         assert f"diagnostics/{NAME}/{key}" in scalars
+    assert not any(re.search(r"_s[\d.]+$", t) for t in scalars)  # a value per sigma is a line of one chart
+    at_one = EventAccumulator(str(run_dir / "sigma=1"), size_guidance={"scalars": 0}).Reload()
+    distance = at_one.Scalars(f"diagnostics/{NAME}/jacobian_distance_by_sigma")
+    assert [e.step for e in distance] == [4, 8]
+    assert distance[-1].value == pytest.approx(values["jacobian_distance_s1"], rel=1e-6)
     assert json.dumps(values, allow_nan=False)  # strict JSON
 
 

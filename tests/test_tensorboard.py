@@ -1,6 +1,8 @@
-"""TensorBoard layout: a curve over sigma is one chart with a line per sigma; `epoch` once per epoch."""
+"""TensorBoard layout: a curve over sigma is one chart (one card) with a line (a sub-run) per sigma; `epoch` once per
+epoch; a resume purges the sub-runs too."""
 
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -8,32 +10,35 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
 from diffuse_feat.run_logger import RunLogger
-from diffuse_feat.tensorboard_layout import chart_of, layout_of
+from diffuse_feat.tensorboard_layout import layout_of, line_of
 
 
-@pytest.mark.parametrize(("tag", "chart"), [
-    ("val/loss_by_sigma/sigma=0.02", "val/loss_by_sigma"),
-    ("train/loss_by_sigma/sigma<0.05", "train/loss_by_sigma"),
-    ("train/loss_by_sigma/sigma=0.05-0.2", "train/loss_by_sigma"),
-    ("train/loss_by_sigma/sigma>=5", "train/loss_by_sigma"),
-    ("diagnostics/fb/p_class_s0.5", "diagnostics/fb/p_class (by sigma)"),
-    ("diagnostics/fb/change_3_s1e-05", "diagnostics/fb/change_3 (by sigma)"),
+@pytest.mark.parametrize(("tag", "line"), [
+    ("val/loss_by_sigma/sigma=0.02", ("val/loss_by_sigma", "sigma=0.02")),
+    ("train/loss_by_sigma/sigma<0.05", ("train/loss_by_sigma", "sigma_lt_0.05")),
+    ("train/loss_by_sigma/sigma=0.05-0.2", ("train/loss_by_sigma", "sigma=0.05-0.2")),
+    ("train/loss_by_sigma/sigma>=5", ("train/loss_by_sigma", "sigma_ge_5")),
+    ("val/acc/0.5", ("val/acc", "sigma=0.5")),
+    ("diagnostics/fb/p_class_s0.5", ("diagnostics/fb/p_class_by_sigma", "sigma=0.5")),
+    ("diagnostics/fb/change_3_s1e-05", ("diagnostics/fb/change_3_by_sigma", "sigma=1e-05")),
+    ("diagnostics/rhm/accuracy_level2", ("diagnostics/rhm/accuracy_by_level", "level=2")),
+    ("diagnostics/regimes/phi_t0.5", ("diagnostics/regimes/phi_by_t", "t=0.5")),
     ("train/loss", None),
+    ("train/loss_by_sigma/all", None),
     ("lr-Adam", None),
     ("diagnostics/memorization/memorized_fraction", None),
 ])
-def test_which_tags_are_points_of_a_curve(tag, chart):
-    found = chart_of(tag)
-    assert (found[0] if found else None) == chart
+def test_which_tags_are_points_of_a_curve_and_on_which_line(tag, line):
+    assert line_of(tag) == line
 
 
-def test_a_charts_regex_takes_its_own_points_and_no_neighbours():
-    _, regex = chart_of("diagnostics/fb/p_class_s0.5")
-    assert re.match(regex, "diagnostics/fb/p_class_s80")
-    assert not re.match(regex, "diagnostics/fb/bp_p_class_s80")
-    assert not re.match(regex, "diagnostics/fb/p_class_s80/extra")
-    layout = layout_of([chart_of("train/loss_by_sigma/sigma<0.05"), chart_of("diagnostics/fb/p_class_s1")])
+def test_a_charts_regex_takes_its_own_tag_and_no_neighbours():
+    layout = layout_of(["train/loss_by_sigma", "diagnostics/fb/p_class_by_sigma"])
     assert set(layout) == {"train", "diagnostics/fb"}
+    kind, [regex] = layout["diagnostics/fb"]["diagnostics/fb/p_class_by_sigma"]
+    assert kind == "Multiline" and re.match(regex, "diagnostics/fb/p_class_by_sigma")
+    assert not re.match(regex, "diagnostics/fb/bp_p_class_by_sigma")
+    assert not re.match(regex, "diagnostics/fb/p_class_by_sigma/extra")
 
 
 def _layout(run_dir: Path) -> layout_pb2.Layout:
@@ -43,20 +48,93 @@ def _layout(run_dir: Path) -> layout_pb2.Layout:
     return proto
 
 
-def test_run_logger_writes_one_multiline_chart_per_curve_and_epoch_once_per_epoch(tmp_path):
-    logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
-    for step in range(6):
+def _scalars(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
+    """Every scalar tag of one run (one folder, not its sub-folders): its (step, value) points."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def _sub_runs(run_dir: Path) -> set[str]:
+    return {p.name for p in Path(run_dir).iterdir() if p.is_dir()}
+
+
+SIGMAS = (0.25, 1, 8)  # exact in float32, as TensorBoard stores a scalar
+
+
+def _log_six_steps(logger: RunLogger, steps=range(6), shift: float = 0.0) -> None:
+    for step in steps:
         epoch = step // 3
         logger.log_metrics({"train/loss": 1.0, "epoch": epoch}, step)
-        logger.log_metrics({f"val/loss_by_sigma/sigma={s}": s * step for s in (0.1, 1, 10)} | {"epoch": epoch}, step)
+        logger.log_metrics({f"val/loss_by_sigma/sigma={s}": s * step + shift for s in SIGMAS} | {"epoch": epoch}, step)
+
+
+def test_run_logger_writes_each_curve_as_one_chart_with_a_sub_run_per_sigma(tmp_path):
+    logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
+    _log_six_steps(logger)
     logger.finalize("success")
-    events = EventAccumulator(logger.log_dir, size_guidance={"scalars": 0}).Reload()
-    assert [e.step for e in events.Scalars("epoch")] == [0, 3]
-    charts = {chart.title: list(chart.multiline.tag) for cat in _layout(Path(logger.log_dir)).category
-              for chart in cat.chart}
+    run_dir = Path(logger.log_dir)
+    main = _scalars(run_dir)
+    assert set(main) == {"train/loss", "epoch"}  # no card per sigma in the run itself
+    assert [step for step, _ in main["epoch"]] == [0, 3]
+    assert _sub_runs(run_dir) == {f"sigma={s}" for s in SIGMAS}
+    for s in SIGMAS:
+        assert _scalars(run_dir / f"sigma={s}") == {"val/loss_by_sigma": [(step, s * step) for step in range(6)]}
+    charts = {chart.title: list(chart.multiline.tag) for cat in _layout(run_dir).category for chart in cat.chart}
     assert list(charts) == ["val/loss_by_sigma"]
-    lines = [t for t in events.Tags()["scalars"] if re.match(charts["val/loss_by_sigma"][0], t)]
-    assert len(lines) == 3
+    assert re.match(charts["val/loss_by_sigma"][0], "val/loss_by_sigma")
+
+
+def test_a_resumed_run_drops_the_later_points_of_its_sub_runs_too(tmp_path):
+    first = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
+    _log_six_steps(first)  # interrupted after step 5; its checkpoint was at step 2
+    first.finalize("failed")
+    # TensorBoard reads a folder's event files in name order, named by the second they were opened (then a counter
+    # that sorts 10 before 9): a real resume starts seconds later
+    time.sleep(1.1)
+    resumed = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False, purge_step=3)
+    _log_six_steps(resumed, steps=range(3, 6), shift=100.0)
+    resumed.finalize("success")
+    run_dir = Path(resumed.log_dir)
+    assert [step for step, _ in _scalars(run_dir)["train/loss"]] == [0, 1, 2, 3, 4, 5]
+    for s in SIGMAS:
+        points = _scalars(run_dir / f"sigma={s}")["val/loss_by_sigma"]
+        assert points == [(step, s * step + (100.0 if step >= 3 else 0.0)) for step in range(6)]
+
+
+def test_a_run_without_a_curve_or_off_rank_zero_has_no_sub_folder(tmp_path):
+    from diffuse_feat.reporting import RunReporter
+
+    logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
+    logger.log_metrics({"train/loss": 1.0, "train/loss_by_sigma/all": 2.0}, 0)
+    other_rank = RunReporter(logger.log_dir, writers=[logger.experiment], is_writer=False)
+    other_rank.scalars("diagnostics/fb", {"p_class_s0.5": 1.0}, 0)
+    other_rank.flush()
+    logger.finalize("success")
+    assert _sub_runs(Path(logger.log_dir)) == set()
+    assert set(_scalars(Path(logger.log_dir))) == {"train/loss", "train/loss_by_sigma/all"}
+
+
+def test_reporter_and_logger_share_the_sub_runs_and_the_layout(tmp_path):
+    from diffuse_feat.reporting import RunReporter, read_jsonl
+
+    logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False, prefix="")
+    reporter = RunReporter(logger.log_dir, writers=[logger.experiment])
+    values = {"p_class_s0.1": 0.25, "p_class_s1": 0.5, "change_2_level2": 0.75, "accuracy": 0.9}
+    reporter.scalars("diagnostics/fb", values, 7)
+    reporter.record("fb", 7, values)
+    logger.log_metrics({"val/loss_by_sigma/sigma=1": 3.0}, 7)
+    reporter.flush()
+    logger.finalize("success")
+    run_dir = Path(logger.log_dir)
+    assert set(_scalars(run_dir)) == {"diagnostics/fb/accuracy"}
+    assert _scalars(run_dir / "sigma=1") == {"diagnostics/fb/p_class_by_sigma": [(7, 0.5)],
+                                             "val/loss_by_sigma": [(7, 3.0)]}
+    assert _scalars(run_dir / "sigma=0.1") == {"diagnostics/fb/p_class_by_sigma": [(7, 0.25)]}
+    assert _scalars(run_dir / "level=2") == {"diagnostics/fb/change_2_by_level": [(7, 0.75)]}
+    assert len(list((run_dir / "sigma=1").glob("events.out.tfevents.*"))) == 1  # one writer for both paths
+    charts = {chart.title for cat in _layout(run_dir).category for chart in cat.chart}
+    assert charts == {"diagnostics/fb/p_class_by_sigma", "diagnostics/fb/change_2_by_level", "val/loss_by_sigma"}
+    assert read_jsonl(run_dir / "diagnostics.jsonl") == [{"name": "fb", "step": 7, "values": values}]
 
 
 def test_a_figure_of_panels_is_one_image_per_panel_about_a_card_wide(tmp_path):

@@ -79,13 +79,19 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars, images = events.Tags()["scalars"], events.Tags()["images"]
     assert {"train/loss", "train/loss_epoch", "val/loss"} <= set(scalars)
-    assert any(t.startswith("train/loss_by_sigma/") for t in scalars)
+    assert not any("_by_sigma/" in t for t in scalars)  # no card per sigma: a line per sub-run instead
     assert any(t.startswith("lr-") for t in scalars)
     assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
     # TensorBoard as the issue asked: buckets named alike, epoch once an epoch, one chart per curve over sigma,
     # a 2x2 grid of 8x8 digits enlarged to >= 48 px each
-    assert all(t.split("/")[-1].startswith("sigma") for t in scalars if "_by_sigma/" in t)
     assert [e.value for e in events.Scalars("epoch")] == [0, 1, 2]
+    sub_runs = {p.name: EventAccumulator(str(p), size_guidance={"scalars": 0}).Reload()
+                for p in run_dir.iterdir() if p.is_dir() and p.name != "checkpoints"}
+    assert {"sigma_lt_0.05", "sigma_ge_5"} <= set(sub_runs) and all(name.startswith("sigma") for name in sub_runs)
+    for name, run in sub_runs.items():  # each sub-run a line of the same one or two charts, once an epoch
+        assert set(run.Tags()["scalars"]) <= {"train/loss_by_sigma", "val/loss_by_sigma"}
+        assert len({tuple(e.step for e in run.Scalars(tag)) for tag in run.Tags()["scalars"]}) == 1, name
+    assert len(sub_runs["sigma_ge_5"].Scalars("train/loss_by_sigma")) == 3
     layout = _layout(run_dir)
     charts = {chart.title for category in layout.category for chart in category.chart}
     assert {"train/loss_by_sigma", "val/loss_by_sigma"} <= charts
@@ -126,6 +132,13 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert Path(resumed.trainer.log_dir).resolve() == Path(part.trainer.log_dir).resolve()
     steps = [r["step"] for r in read_jsonl(Path(part.trainer.log_dir) / "diagnostics.jsonl")]
     assert steps == sorted(set(steps)) and set(hist_res) <= set(steps)  # no record doubled by the resume
+    # the curves over sigma continue in the run's own sub-runs, a point an epoch, none doubled
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    epochs = [e.step for e in EventAccumulator(str(full.trainer.log_dir), size_guidance={"scalars": 0}).Reload()
+              .Scalars("train/loss_epoch")]
+    sub_run = EventAccumulator(str(Path(part.trainer.log_dir) / "sigma_ge_5"), size_guidance={"scalars": 0}).Reload()
+    assert len(epochs) == 4 and [e.step for e in sub_run.Scalars("train/loss_by_sigma")] == epochs
 
 
 def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):

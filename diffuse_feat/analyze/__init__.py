@@ -25,6 +25,7 @@ from ..errors import ConfigError, DataNotFoundError
 from ..plotting import save_figure
 from ..process import SigmaOutOfRangeError
 from ..reporting import RunReporter, to_jsonable
+from ..tensorboard_layout import sub_runs
 from .denoiser_spec import SPEC_FORMS, DataShapedDenoiser, PythonModel, resolve_denoiser
 from .runners import DIAGNOSTICS, Job, Result, SigmaRange, build_settings, settings_defaults, settings_names
 
@@ -161,4 +162,5 @@ def write_as_callback(out: Path, name: str, result: Result) -> None:
         if result.figure is not None:
             reporter.figure(f"figures/{name}", result.figure, 0, close=False)
     finally:
+        sub_runs(writer).close()
         writer.close()
