@@ -77,7 +77,8 @@ from diffuse_feat.reporting import to_jsonable
 from diffuse_feat.sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
 
 from .common import make_trainer, map_in_processes, pick_device, quiet, write_json
-from .seeds import exceeds, seed_list, summarize_over_seeds
+from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
+from .seeds import exceeds, summarize_over_seeds
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "table_rows", "FULL_SIZES", "QUICK_SIZES", "HELD_OUT", "steps_for"]
 
@@ -110,9 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"--quick: {list(QUICK_SIZES)})")
     parser.add_argument("--steps", type=int, help="optimizer steps per run for n_train >= 256 (default 20000; "
                         "--quick: 1500); smaller sets train longer, see steps_for")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per size: --seed .. --seed + N - 1 (default 3)")
-    parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one process and one thread "
-                        "each (default 2: one per core of a 2-core machine; 1: in this process)")
+    add_seed_arguments(parser)  # --seeds per size, --workers: (size, seed) runs trained at once
     parser.add_argument("--width", type=int, help=f"MLP width, the same for every size (default {FULL_WIDTH}; "
                         f"--quick: {QUICK_WIDTH})")
     parser.add_argument("--depth", type=int, default=3, help="MLP residual blocks (default 3)")
@@ -206,7 +205,7 @@ def _check_sizes(sizes: list[int]) -> None:
 def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     sizes = sorted(set(args.sizes or (QUICK_SIZES if quick else FULL_SIZES)))
     _check_sizes(sizes)
-    seeds = seed_list(seed, getattr(args, "seeds", 3))
+    seeds, workers = seeds_of(args, seed), check_workers(getattr(args, "workers", 1))
     steps = args.steps or (1500 if quick else 20000)
     device = pick_device(getattr(args, "device", None))
     width = getattr(args, "width", None) or (QUICK_WIDTH if quick else FULL_WIDTH)
@@ -214,8 +213,8 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     num_samples = 64 if quick else 100
     # the biggest (slowest) runs first, so the pool's last job is a short one
     jobs = sorted(((n, s, steps_for(n, steps)) for n in sizes for s in seeds), key=lambda j: -j[2])
-    done = map_in_processes(_one_run, jobs, getattr(args, "workers", 2), device=str(device), width=width, depth=depth,
-                    num_samples=num_samples, threads=getattr(args, "threads", 1), log_dir=out / "runs")
+    done = map_in_processes(_one_run, jobs, workers, device=str(device), width=width, depth=depth,
+                            num_samples=num_samples, threads=getattr(args, "threads", 1), log_dir=out / "runs")
     results = {job[:2]: r for job, r in zip(jobs, done, strict=True)}
     runs, figures = [], {}
     for n in sizes:
