@@ -72,7 +72,10 @@ def test_filter_spread_sees_one_filter_split_off():
     (["feature_learning", "--n-snr2", "0.75", "0"], "must be > 0"),
     (["feature_learning", "--n-snr2", "-2"], "must be > 0"),
     (["feature_learning", "--seeds", "0"], "--seeds"),
-], ids=["n_larger_than_the_data", "gs_zero_seeds", "zero_snr", "negative_snr", "fl_zero_seeds"])
+    (["gaussian_structure", "--workers", "0"], "--workers must be at least 1"),
+    (["feature_learning", "--workers", "0"], "--workers must be at least 1"),
+], ids=["n_larger_than_the_data", "gs_zero_seeds", "zero_snr", "negative_snr", "fl_zero_seeds", "gs_zero_workers",
+        "fl_zero_workers"])
 def test_bad_input_stops_with_one_sentence(argv, words, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([*argv, "--out", str(tmp_path / "out")])

@@ -66,7 +66,8 @@ from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EpsilonPreconditioning
 from .common import make_trainer, map_in_processes, quiet, write_results
-from .seeds import seed_list, summarize_over_seeds
+from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
+from .seeds import summarize_over_seeds
 
 DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
 
@@ -312,10 +313,7 @@ def plot(payload: dict, path: Path) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=int, default=3, help="seeds: --seed .. --seed + N - 1 (default 3); each seed "
-                        "draws its own data and initialisation")
-    parser.add_argument("--workers", type=int, default=2, help="seeds trained at once, one process and one thread "
-                        "each (default 2; 1: in this process)")
+    add_seed_arguments(parser)  # each seed draws its own data and initialisation
     parser.add_argument("--n-snr2", type=float, nargs="+", help="the n SNR^2 grid of the two-patch runs (default: "
                         f"{list(FULL.n_snr2)}; --quick: {list(QUICK.n_snr2)})")
 
@@ -355,9 +353,9 @@ def _over_seeds(per_seed: list[list[dict]]) -> list[dict]:
 
 def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     cfg = settings(quick, getattr(args, "n_snr2", None))
-    seeds = seed_list(seed, getattr(args, "seeds", 3))
+    seeds, workers = seeds_of(args, seed), check_workers(getattr(args, "workers", 1))
     log_dir = Path(out) / "runs"
-    results = map_in_processes(one_seed, [(s, cfg, log_dir) for s in seeds], getattr(args, "workers", 2))
+    results = map_in_processes(one_seed, [(s, cfg, log_dir) for s in seeds], workers)
     runs = _over_seeds([r["runs"] for r in results])
     digit_runs = _over_seeds([r["digits"]["runs"] for r in results])
     thresholds = summarize_over_seeds([{"threshold": r["threshold"]} for r in results])

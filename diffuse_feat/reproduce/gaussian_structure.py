@@ -26,17 +26,28 @@ not the sigma embedding (it spans ln(0.002)/4 .. ln(80)/4) nor the preconditioni
 Training here draws half of its sigmas log-normal, half log-uniform (``training_sigmas``): sigma >= 10 gets ~10%
 of the draws, and the mid band, where memorization is decided, keeps most of them.
 
-Memorization (the trade): a small set memorizes only after many passes. At n = 64 (seed 0, batches of 128): 4,000
-steps memorize 0.75 of the samples at lr 2e-3, 0.83 at 5e-3 and 0.62 at 1e-2; 8,000 steps of 64 at 2e-3 give 0.83;
-at n = 32, 4,000 steps of 32 give 0.67. Reaching 0.9 at n = 64 would take more than the time budget, so the quick
-sizes' small end is 16 and 32 (both <= 64, the issue's memorizing range), trained 3x the steps of the large sets
-at lr 5e-3 (``steps_for``), with every batch 128 draws (a small set's images several times, independent noise).
-The large sets (256 and up) train ``--steps`` steps at lr 2e-3. Seeds and sizes run two at a time in worker
-processes of one thread each (``--workers``); nothing else was shortened for the seeds. Time: the small sets'
-runs are two thirds of the CPU time (``seconds_per_seed`` in the JSON). With 3 seeds ``--quick`` took 23.5 min
-wall on a shared 2-core machine at load 5-7 (each process getting about half a core; the last 1,600-digit run,
-alone, 56 s), an estimated 10-11 min on 2 idle cores: over the issue's 5 minutes. ``--seeds 1`` or smaller
-``--steps`` trade it back.
+Memorization (the trade): a small set memorizes only after many passes. At n = 64 (width 256, seed 0, batches of
+128): 4,000 steps memorize 0.75 of the samples at lr 2e-3, 0.83 at 5e-3 and 0.62 at 1e-2; 8,000 steps of 64 at 2e-3
+give 0.83; at n = 32, 4,000 steps of 32 give 0.67. So the quick sizes' small end is 16 and 32 (both <= 64, the
+issue's memorizing range), trained 3x the steps of the large sets at lr 5e-3 (``steps_for``), every batch 128 draws
+(a small set's images several times, independent noise). The large sets (256 and up) train ``--steps`` steps at lr
+2e-3. Seeds and sizes run two at a time in worker processes of one thread each (``--workers``), longest first.
+
+Time (issue: ``--quick`` under 5 minutes on 2 idle cores). With width 256 it took 23.5 min wall at load 5-7 (7-11
+idle), the small sets' 4,500 steps two thirds of it. What a step costs (CPU ms, 1 thread, load ~2; forward and
+backward at batch 128 / Adam / EMA): width 256: 15.6 / 3.4 / 1.4; width 128: 5.3 / 1.4 / 0.8. Fused Adam (1.2 ms at
+width 256, 0.3 at 128) and the EMA as one foreach call (``FastEMA``: 0.35, 0.3) are the same arithmetic; the final
+measurement (40 sigmas, distillation, 64 samples, no Jacobians) is 0.3-2 s CPU a run, under 3%, and stays. The trade
+is the width: ``--quick`` trains width 128 at every size (same backbone for all; the full run keeps 256), 3x cheaper
+a step. Measured (``--quick``, 3 seeds, 2 workers, load 1.3 rising to 4 from other jobs): 430 s CPU (user + sys; the
+runs' own ``cpu_seconds_per_seed`` sum to 406: 45 s per small-set run, 15 s per large one), 7:03 wall; CPU / 2 plus
+start-up gives at most 3.7 min on 2 idle cores. Width 128 generalizes as well (n = 1,600: mid RMSE to ``D_G`` 0.086
+vs 0.095 at width 256) but memorizes with less margin: n = 32 per seed 0.953 / 0.844 / 0.953 (mean 0.917; width 256:
+0.938 / 0.938 / 0.969), n = 16 0.938 / 0.969 / 0.984. Tried for the weak seed (n = 32, seed 1), none better than
+0.92: 6,000 steps 0.922 (and over 3 seeds 4x the steps gave a lower mean, 0.911), width 192 0.922, cosine lr decay
+0.891, batches of 256 for 3,000 steps 0.906; lr 1e-2 gave 0.922 where 5e-3 gave 0.953 (seed 0). Batches of n (8x
+cheaper steps at n = 16) lose memorization (above). n = 64 at width 128 memorizes 0.81 after 6,000 steps (seed 0),
+so it is not among the quick sizes.
 
     python -m diffuse_feat.reproduce gaussian_structure --out out/gaussian_structure [--quick] [--seeds 3]
 """
@@ -50,7 +61,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging
+from lightning.pytorch.callbacks import WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
 from callbacks.gaussian_structure import GaussianStructureCallback
@@ -65,7 +77,8 @@ from diffuse_feat.reporting import to_jsonable
 from diffuse_feat.sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
 
 from .common import make_trainer, map_in_processes, pick_device, quiet, write_json
-from .seeds import exceeds, seed_list, summarize_over_seeds
+from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
+from .seeds import exceeds, summarize_over_seeds
 
 __all__ = ["DESCRIPTION", "add_arguments", "run", "table_rows", "FULL_SIZES", "QUICK_SIZES", "HELD_OUT", "steps_for"]
 
@@ -79,6 +92,7 @@ MEMORIZE_AT_MOST, GENERALIZE_AT_LEAST = 64, 1024  # the issue's "small n" and "l
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the paper's sampling range, also the training range (log-uniform)
 LR, SMALL_N_LR = 2e-3, 5e-3  # Adam; small sets memorize sooner at the larger rate (measured: module docstring)
 SMALL_N, SMALL_N_STEP_FACTOR = 256, 3  # sets below SMALL_N train 3x the steps (see steps_for)
+FULL_WIDTH, QUICK_WIDTH = 256, 128  # --quick's MLP is 3x cheaper a step and still memorizes 16 and 32 (docstring)
 # summaries copied from the callback's final record into each run (then mean, _se, _per_seed over seeds)
 SUMMARY_KEYS = ("linearity_min_mid", "rmse_to_gaussian_mid", "nmse_to_gaussian_mid", "rmse_to_empirical_mid",
                 "rmse_to_gaussian_high", "distill_error_mid", "memorized_fraction", "relative_nn_distance",
@@ -97,10 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         f"--quick: {list(QUICK_SIZES)})")
     parser.add_argument("--steps", type=int, help="optimizer steps per run for n_train >= 256 (default 20000; "
                         "--quick: 1500); smaller sets train longer, see steps_for")
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per size: --seed .. --seed + N - 1 (default 3)")
-    parser.add_argument("--workers", type=int, default=2, help="runs trained at once, one process and one thread "
-                        "each (default 2: one per core of a 2-core machine; 1: in this process)")
-    parser.add_argument("--width", type=int, default=256, help="MLP width (capacity; default 256)")
+    add_seed_arguments(parser)  # --seeds per size, --workers: (size, seed) runs trained at once
+    parser.add_argument("--width", type=int, help=f"MLP width, the same for every size (default {FULL_WIDTH}; "
+                        f"--quick: {QUICK_WIDTH})")
     parser.add_argument("--depth", type=int, default=3, help="MLP residual blocks (default 3)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch per run (default 1)")
@@ -130,6 +143,18 @@ class FixedEpochDigits(DigitsDataModule):
         return tensor_loader((x, y), batch, sampler, self.num_workers)
 
 
+class FastEMA(WeightAveraging):
+    """Lightning's ``EMAWeightAveraging`` (from ``start_step`` on, every step) with one foreach update per step
+    instead of a Python loop over the tensors: 0.35 vs 1.4 ms a step at width 256 (measured, 1 thread)."""
+
+    def __init__(self, decay: float, start_step: int):
+        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.start_step = start_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step
+
+
 def training_sigmas() -> MixtureSigma:
     """The training noise density: half EDM's log-normal (the mid band, where memorization is decided), half
     log-uniform over the whole sampling range (so sigma >= 10 is trained: module docstring)."""
@@ -144,12 +169,14 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
                             full_batches=True)
     torch.manual_seed(seed)
     lr = LR if n_train >= SMALL_N else SMALL_N_LR
+    # fused Adam and the EMA's one-call-per-step update: the same arithmetic, a third of the per-tensor loops' CPU
     model = DiffusionModule(functools.partial(MLP, width=width, depth=depth), data_shape=data.data_shape, lr=lr,
-                            lr_warmup_steps=100, seed=seed, loss=DenoisingScoreMatching(training_sigmas()))
+                            lr_warmup_steps=100, seed=seed, loss=DenoisingScoreMatching(training_sigmas()),
+                            optimizer=functools.partial(torch.optim.Adam, fused=True))
     # no Jacobian analysis: the sweep reports none of it, and it is a third of the measuring time
     probe = GaussianStructureCallback(every_n_steps=0, at_train_end=True, num_pairs=HELD_OUT // 2, num_sigmas=40,
                                       num_samples=num_samples, seed=seed, jacobian_sigmas=())
-    ema = EMAWeightAveraging(decay=0.995, update_starting_at_step=100)
+    ema = FastEMA(decay=0.995, start_step=100)
     trainer = make_trainer(max_steps=steps, callbacks=[ema, probe], log_dir=log_dir, name=f"n{n_train}_seed{seed}",
                            limit_val_batches=0, accelerator=device.type, devices=1, log_every_n_steps=50)
     trainer.fit(model, datamodule=data)
@@ -159,11 +186,12 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
 def _one_run(n: int, seed: int, steps: int, device: str, width: int, depth: int, num_samples: int, threads: int,
              log_dir: Path) -> tuple[dict[str, Any], tuple]:
     """One (size, seed) run as plain data (it may run in a worker process)."""
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with quiet(threads=threads, ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
         record, probe = train_and_measure(n, steps, seed, torch.device(device), width, depth, num_samples, log_dir)
     keep = {k: to_jsonable(record[k]) for k in (*SUMMARY_KEYS, *CURVE_KEYS, "sigmas", "distill_sigmas") if k in record}
-    keep.update(probes_held_out=bool(record["probes_held_out"]), seconds=time.perf_counter() - start)
+    keep.update(probes_held_out=bool(record["probes_held_out"]), seconds=time.perf_counter() - start,
+                cpu_seconds=time.process_time() - cpu_start)
     return keep, (probe.last_samples, probe.reference_samples, probe.last_nearest)
 
 
@@ -177,22 +205,24 @@ def _check_sizes(sizes: list[int]) -> None:
 def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
     sizes = sorted(set(args.sizes or (QUICK_SIZES if quick else FULL_SIZES)))
     _check_sizes(sizes)
-    seeds = seed_list(seed, getattr(args, "seeds", 3))
+    seeds, workers = seeds_of(args, seed), check_workers(getattr(args, "workers", 1))
     steps = args.steps or (1500 if quick else 20000)
     device = pick_device(getattr(args, "device", None))
-    width, depth = getattr(args, "width", 256), getattr(args, "depth", 3)
+    width = getattr(args, "width", None) or (QUICK_WIDTH if quick else FULL_WIDTH)
+    depth = getattr(args, "depth", 3)
     num_samples = 64 if quick else 100
     # the biggest (slowest) runs first, so the pool's last job is a short one
     jobs = sorted(((n, s, steps_for(n, steps)) for n in sizes for s in seeds), key=lambda j: -j[2])
-    done = map_in_processes(_one_run, jobs, getattr(args, "workers", 2), device=str(device), width=width, depth=depth,
-                    num_samples=num_samples, threads=getattr(args, "threads", 1), log_dir=out / "runs")
+    done = map_in_processes(_one_run, jobs, workers, device=str(device), width=width, depth=depth,
+                            num_samples=num_samples, threads=getattr(args, "threads", 1), log_dir=out / "runs")
     results = {job[:2]: r for job, r in zip(jobs, done, strict=True)}
     runs, figures = [], {}
     for n in sizes:
         per_seed = [results[n, s][0] for s in seeds]
         summary = summarize_over_seeds(per_seed, keys=[k for k in (*SUMMARY_KEYS, *CURVE_KEYS) if k in per_seed[0]])
         runs.append({"n_train": n, "steps": steps_for(n, steps), "probes_held_out": per_seed[0]["probes_held_out"],
-                     "seconds_per_seed": [r["seconds"] for r in per_seed], **summary})
+                     "seconds_per_seed": [r["seconds"] for r in per_seed],
+                     "cpu_seconds_per_seed": [r["cpu_seconds"] for r in per_seed], **summary})
         figures[n] = results[n, seeds[0]][1]
     first = results[sizes[0], seeds[0]][0]
     payload = {
