@@ -7,12 +7,17 @@ untrained network (flat ``val/*`` curves for the first epochs of every run) and 
 its initial weights. :class:`EMA` does neither until the average has been updated once: before that, the live
 weights are the model, as :func:`~callbacks.base.model_for_diagnostics` and
 :func:`~diffuse_feat.denoisers.load_denoiser` already assume. Checkpoints are written as Lightning writes them.
+
+The average is updated by one foreach ``lerp`` over all tensors (``torch.optim.swa_utils.get_ema_multi_avg_fn``)
+instead of Lightning's Python loop over them: 0.35 vs 1.4 ms a step for the 256-wide digits MLP on one CPU thread.
 """
 
 from __future__ import annotations
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import EMAWeightAveraging
+import torch
+from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
+from torch.optim.swa_utils import get_ema_multi_avg_fn
 from typing_extensions import override
 
 from diffuse_feat.lightning_private import averaged_module
@@ -20,13 +25,30 @@ from diffuse_feat.lightning_private import averaged_module
 __all__ = ["EMA"]
 
 
-class EMA(EMAWeightAveraging):
+class EMA(WeightAveraging):
     """An exponential moving average of the weights (``decay``, from ``update_starting_at_step``), used for
     validation, diagnostics and the final model once it has been updated; the live weights before that.
 
-    Args: as Lightning's ``EMAWeightAveraging`` (``decay``, ``update_every_n_steps``, ``update_starting_at_step``,
-    ``update_starting_at_epoch``, ``device``, ``use_buffers``).
+    Args:
+        decay: the average's weight on its previous value at each update.
+        update_every_n_steps: update after every n-th optimizer step.
+        update_starting_at_step: first step index (0-based) that updates; ``None``: from the first step.
+        update_starting_at_epoch: also update at the end of this epoch and later ones.
+        device: where the averaged copy lives (default: the model's device).
+        use_buffers: average the buffers too.
     """
+
+    def __init__(self, decay: float = 0.999, update_every_n_steps: int = 1, update_starting_at_step: int | None = None,
+                 update_starting_at_epoch: int | None = None, device: torch.device | str | int | None = None,
+                 use_buffers: bool = True):
+        # EMAWeightAveraging would hand torch's AveragedModel its per-tensor avg_fn, which excludes multi_avg_fn
+        super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay))
+        self.decay = decay
+        self.update_every_n_steps = update_every_n_steps
+        self.update_starting_at_step = update_starting_at_step
+        self.update_starting_at_epoch = update_starting_at_epoch
+
+    should_update = EMAWeightAveraging.should_update  # when to update: exactly Lightning's rule, on the fields above
 
     def _has_average(self) -> bool:
         return averaged_module(self) is not None

@@ -36,7 +36,7 @@ issue's memorizing range), trained 3x the steps of the large sets at lr 5e-3 (``
 Time (issue: ``--quick`` under 5 minutes on 2 idle cores). With width 256 it took 23.5 min wall at load 5-7 (7-11
 idle), the small sets' 4,500 steps two thirds of it. What a step costs (CPU ms, 1 thread, load ~2; forward and
 backward at batch 128 / Adam / EMA): width 256: 15.6 / 3.4 / 1.4; width 128: 5.3 / 1.4 / 0.8. Fused Adam (1.2 ms at
-width 256, 0.3 at 128) and the EMA as one foreach call (``FastEMA``: 0.35, 0.3) are the same arithmetic; the final
+width 256, 0.3 at 128) and the EMA as one foreach call (``callbacks.EMA``: 0.35, 0.3) are the same arithmetic; the final
 measurement (40 sigmas, distillation, 64 samples, no Jacobians) is 0.3-2 s CPU a run, under 3%, and stays. The trade
 is the width: ``--quick`` trains width 128 at every size (same backbone for all; the full run keeps 256), 3x cheaper
 a step. Measured (``--quick``, 3 seeds, 2 workers, load 1.3 rising to 4 from other jobs): 430 s CPU (user + sys; the
@@ -61,10 +61,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.callbacks import WeightAveraging
-from torch.optim.swa_utils import get_ema_multi_avg_fn
 from torch.utils.data import DataLoader
 
+from callbacks.ema import EMA
 from callbacks.gaussian_structure import GaussianStructureCallback
 from diffuse_feat.backbones import MLP
 from diffuse_feat.data.base import EpochSeededSampler, tensor_loader
@@ -143,18 +142,6 @@ class FixedEpochDigits(DigitsDataModule):
         return tensor_loader((x, y), batch, sampler, self.num_workers)
 
 
-class FastEMA(WeightAveraging):
-    """Lightning's ``EMAWeightAveraging`` (from ``start_step`` on, every step) with one foreach update per step
-    instead of a Python loop over the tensors: 0.35 vs 1.4 ms a step at width 256 (measured, 1 thread)."""
-
-    def __init__(self, decay: float, start_step: int):
-        super().__init__(multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.start_step = start_step
-
-    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
-        return step_idx is not None and step_idx >= self.start_step
-
-
 def training_sigmas() -> MixtureSigma:
     """The training noise density: half EDM's log-normal (the mid band, where memorization is decided), half
     log-uniform over the whole sampling range (so sigma >= 10 is trained: module docstring)."""
@@ -176,7 +163,7 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
     # no Jacobian analysis: the sweep reports none of it, and it is a third of the measuring time
     probe = GaussianStructureCallback(every_n_steps=0, at_train_end=True, num_pairs=HELD_OUT // 2, num_sigmas=40,
                                       num_samples=num_samples, seed=seed, jacobian_sigmas=())
-    ema = FastEMA(decay=0.995, start_step=100)
+    ema = EMA(decay=0.995, update_starting_at_step=100)
     trainer = make_trainer(max_steps=steps, callbacks=[ema, probe], log_dir=log_dir, name=f"n{n_train}_seed{seed}",
                            limit_val_batches=0, accelerator=device.type, devices=1, log_every_n_steps=50)
     trainer.fit(model, datamodule=data)
