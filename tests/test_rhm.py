@@ -18,12 +18,15 @@ from diffuse_feat.denoisers.rhm_bp import (
 from diffuse_feat.diagnostics.hierarchy import (
     bp_forward_backward,
     bp_gaussian_forward_backward,
+    channel_stats,
+    image_forward_backward,
     large_v_threshold,
     learned_forward_backward,
     mean_field_threshold,
     normalized_change,
 )
 from diffuse_feat.errors import ConfigError
+from diffuse_feat.samplers import SeededNoise, forward_backward
 
 # tiny grammars small enough to enumerate every derivation: (v, n_c, m, s, L)
 TINY = [(4, 3, 2, 2, 2), (4, 3, 2, 2, 3), (3, 2, 2, 3, 2)]
@@ -263,3 +266,27 @@ def test_normalized_change():
     a = torch.randn(4, 3, 5, 5)
     assert torch.allclose(normalized_change(a, a), torch.zeros(4, dtype=torch.float64))
     assert torch.allclose(normalized_change(a, -a), torch.full((4,), 4.0, dtype=torch.float64))
+
+
+def test_image_forward_backward_reports_the_change_of_the_probes_that_kept_their_class_apart():
+    torch.manual_seed(0)
+    x0 = torch.randn(64, 1, 4, 4) + 0.3
+
+    def read_out(x):  # class: the sign of the mean pixel; one hidden depth
+        mean = x.flatten(1).mean(1)
+        return torch.stack([mean, -mean], 1), [2 * x + 1]
+
+    def denoiser(x, sigma):
+        return 0.5 * x
+
+    sigmas = [0.3, 1.0]
+    res = image_forward_backward(denoiser, x0, sigmas, read_out, seeds=range(64), num_steps=4, depth_names=["h"])
+    before = 2 * x0 + 1
+    for i, sigma in enumerate(sigmas):
+        x_hat = forward_backward(denoiser, x0, sigma, num_steps=4, sampler="stochastic", noise=SeededNoise(range(64)))
+        kept = (x_hat.flatten(1).mean(1) > 0) == (x0.flatten(1).mean(1) > 0)
+        assert 0 < int(kept.sum()) < 64  # both kinds of probe are there
+        change = normalized_change(before, 2 * x_hat + 1, *channel_stats(before))
+        assert res["p_class"][i] == pytest.approx(float(kept.double().mean()))
+        assert res["change"]["h"][i] == pytest.approx(float(change.mean()))
+        assert res["change_class_kept"]["h"][i] == pytest.approx(float(change[kept].mean()))

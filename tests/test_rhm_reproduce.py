@@ -133,6 +133,10 @@ def test_quick_hierarchy_digits_report_the_block_changes_where_the_class_is_kept
     first, last = dg["change"][dg["first_block"]][i], dg["change"][dg["last_block"]][i]
     assert dg["change_first_minus_last"] == pytest.approx(first - last) and dg["change_first_minus_last_se"] > 0
     assert dg["first_block_changes_more"] == (dg["change_first_minus_last"] > 2 * dg["change_first_minus_last_se"])
+    # the paper's picture, required: the first block has changed more than the last, by 2 SE over seeds, and more
+    # still among the probes that kept their class (the ones that switched class move the last block most)
+    assert dg["first_block_changes_more"]
+    assert dg["change_kept_first_block"] - dg["change_kept_last_block"] >= dg["change_first_minus_last"]
 
 
 @pytest.mark.slow

@@ -287,8 +287,10 @@ def image_forward_backward(
 
     ``p_class``: fraction of probes whose predicted class of ``x_hat_0`` equals that of ``x_0`` (the classifier's
     prediction on both, not the label). ``change[name]``: mean normalised change per depth, standardised with the
-    clean probes' per-channel statistics; depth ``pixels`` is the input itself and ``logits`` the last. Without a
-    classifier (``read_out=None``) only ``pixels`` is measured and ``p_class`` is absent.
+    clean probes' per-channel statistics; depth ``pixels`` is the input itself and ``logits`` the last.
+    ``change_class_kept[name]``: the same mean over the probes whose predicted class was kept only (NaN where none
+    was), which separates a depth's change within a class from the large change of the probes that switched class.
+    Without a classifier (``read_out=None``) only ``pixels`` is measured and both class keys are absent.
     """
     logits0, acts0 = read_out(x0) if read_out is not None else (None, [])
     layers0 = [x0, *acts0] + ([logits0] if logits0 is not None else [])
@@ -299,16 +301,20 @@ def image_forward_backward(
     stats = [channel_stats(a) for a in layers0]
     out: dict[str, object] = {"sigma": [float(s) for s in sigmas], "depths": names, "change": {n: [] for n in names}}
     if logits0 is not None:
-        out["p_class"] = []
+        out["p_class"], out["change_class_kept"] = [], {n: [] for n in names}
     for sigma in sigmas:
         x_hat = forward_backward(denoiser, x0, float(sigma), num_steps=num_steps, sampler=sampler,
                                  noise=SeededNoise(seeds), sigma_min=sigma_min)
         logits, acts = read_out(x_hat) if read_out is not None else (None, [])
-        if logits is not None:
-            out["p_class"].append(float((logits.argmax(1) == logits0.argmax(1)).double().mean()))
+        kept = logits.argmax(1) == logits0.argmax(1) if logits is not None else None
+        if kept is not None:
+            out["p_class"].append(float(kept.double().mean()))
         layers = [x_hat, *acts] + ([logits] if logits is not None else [])
         for name, before, after, (mean, std) in zip(names, layers0, layers, stats, strict=True):
-            out["change"][name].append(float(normalized_change(before, after, mean, std).mean()))
+            change = normalized_change(before, after, mean, std)
+            out["change"][name].append(float(change.mean()))
+            if kept is not None:
+                out["change_class_kept"][name].append(float(change[kept].mean()) if kept.any() else math.nan)
     return out
 
 

@@ -11,11 +11,15 @@ is summarized over seeds (``k``, ``k_se``, ``k_per_seed``; curves point by point
 * ``learned`` (``trained``): a TreeUNet inside a CategoricalDiffusionModule (cross-entropy) trained here on
   RHM(v=4, n_c=4, m=2, s=2, L=4), Gaussian noise on the one-hot encoding; its forward–backward curves read by exact
   parsing, beside exact BP on the very same noisy inputs; ``max_abs_diff_p_class`` over the sigma grid;
-* ``digits`` (``trained``): a diffusion model and a noised-input classifier trained here on the 8x8 digits: P(predicted
-  class preserved) and the normalised change of the classifier's standardised activations at every depth, vs sigma;
-  ``sigma_class_kept`` is the largest sigma with P(class preserved) >= 0.8, ``change_first_minus_last`` the first
-  block's change minus the last block's there, and ``first_block_changes_more`` whether that exceeds 2 SE over seeds
-  (with this residual MLP classifier it does not: every block's output carries the same residual stream).
+* ``digits`` (``trained``): a diffusion model (residual MLP) and a noised-input classifier (``ConvNet``: four plain
+  conv blocks at 8x8, 8x8, 4x4, 2x2, no skip connections, pooled linear head) trained here on the 8x8 digits:
+  P(predicted class preserved) and the normalised change ``||a' - a||^2 / (||a'|| ||a||)`` of the classifier's
+  standardised activations at every depth, vs sigma (the paper's code's ``L2_normalized``), over all probes
+  (``change``) and over the probes whose class was kept (``change_class_kept``); ``sigma_class_kept`` is the largest
+  sigma with P(class preserved) >= 0.8, ``change_first_minus_last`` the first block's change minus the last block's
+  there, and ``first_block_changes_more`` whether that exceeds 2 SE over seeds (required in ``checks``). The earlier
+  residual MLP classifier did not show it (``--quick``: 0.204 vs 0.189, difference 0.015 +- 0.009): its blocks add
+  small corrections to one shared residual stream, so their changes track each other at every sigma.
 
 ``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on ``--workers`` processes with
 one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version (the pooled count is equal).
@@ -31,6 +35,7 @@ from pathlib import Path
 
 import torch
 
+from ..backbones.conv_net import ConvNet
 from ..backbones.mlp import MLP
 from ..backbones.tree_unet import TreeUNet
 from ..data.digits import DigitsDataModule
@@ -171,15 +176,16 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     diffusion = DiffusionModule(functools.partial(MLP, width=256, depth=3), data_shape=dm.data_shape,
                                 lr=2e-3, lr_warmup_steps=100, seed=seed)
     diffusion = fit_quietly(diffusion, dm, cfg.digits_steps, device, check_val_every_n_epoch=None)
-    classifier = ClassificationModule(functools.partial(MLP, width=128, depth=3), data_shape=dm.data_shape,
-                                      num_classes=10, sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
+    # a plain CNN, not the residual MLP: its blocks do not share one residual stream (see the module docstring)
+    classifier = ClassificationModule(ConvNet, data_shape=dm.data_shape, num_classes=10,
+                                      sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
     classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device, check_val_every_n_epoch=None)
     x0 = dm.val_tensor().to(device)
     with torch.no_grad():
         accuracy = float((classifier(x0, 0.0).argmax(1).cpu() == dm.val_labels()).double().mean())
         res = image_forward_backward(diffusion, x0, DIGIT_SIGMAS, classifier_read_out(classifier),
                                      seeds=range(seed, seed + x0.shape[0]), num_steps=cfg.sampler_steps,
-                                     depth_names=[f"block{i + 1}" for i in range(3)])
+                                     depth_names=[f"block{i + 1}" for i in range(len(classifier.backbone.convs))])
     return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps,
             "classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
 
@@ -214,6 +220,8 @@ def _digits_summary(records: list[dict]) -> dict:
     se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else 0.0
     out.update(sigma_class_kept=out["sigma"][i] if kept else None, first_block=first, last_block=last,
                change_first_block=out["change"][first][i], change_last_block=out["change"][last][i],
+               change_kept_first_block=out["change_class_kept"][first][i],
+               change_kept_last_block=out["change_class_kept"][last][i],
                change_first_minus_last=mean, change_first_minus_last_se=se, change_first_minus_last_per_seed=diffs,
                first_block_changes_more=bool(kept) and exceeds(0.0, 0.0, mean, se))
     return out
@@ -249,9 +257,8 @@ def checks(payload: dict) -> dict[str, bool]:
         "learned_p_class_within_0.1_of_bp": le["max_abs_diff_p_class"] <= 0.1,
         "learned_levels_ordered_like_bp": levels_increase(le["bp"]["p_unchanged"], 0.02)
         and levels_increase(le["model"]["p_unchanged"], 0.02),
-        # digits: the class must be kept somewhere (whether the first block then changes more is reported, not
-        # required: with a residual MLP classifier it is not beyond 2 SE, see the README)
         "digits_class_kept_then_lost": dg["sigma_class_kept"] is not None and dg["p_class"][-1] < 0.5,
+        "digits_first_block_changes_more": dg["first_block_changes_more"],
     }
 
 
@@ -291,6 +298,10 @@ def table_rows(payload: dict) -> list[dict]:
          "se": None, "source": "trained", "paper": None},
         {"quantity": "digits: first minus last block change", "value": dg["change_first_minus_last"],
          "se": dg["change_first_minus_last_se"], "source": "trained", "paper": None},
+        {"quantity": f"digits: change of {dg['first_block']} at that sigma, probes whose class was kept",
+         "value": dg["change_kept_first_block"], "se": None, "source": "trained", "paper": None},
+        {"quantity": f"digits: change of {dg['last_block']} at that sigma, probes whose class was kept",
+         "value": dg["change_kept_last_block"], "se": None, "source": "trained", "paper": None},
     ]
     return rows
 
@@ -343,9 +354,13 @@ def plot(payload: dict, path: Path) -> None:
     dg = payload["digits"]
     ax = axes[1, 2]
     ax.plot(dg["sigma"], dg["p_class"], "ko-", ms=3, label="P(class preserved)")
+    lines = {}
     for name in dg["depths"]:
-        ax.plot(dg["sigma"], [c / 2 for c in dg["change"][name]], label=f"change/2: {name}")
-    ax.set(xscale="log", xlabel="sigma", title="digits: class vs activation change by depth")
+        lines[name] = ax.plot(dg["sigma"], [c / 2 for c in dg["change"][name]], label=f"change/2: {name}")[0]
+    for name in (dg["first_block"], dg["last_block"]):  # the probes that kept their class only
+        ax.plot(dg["sigma"], [c / 2 for c in dg["change_class_kept"][name]], "--", color=lines[name].get_color(),
+                label=f"{name}, class kept")
+    ax.set(xscale="log", xlabel="sigma", title="digits: class vs activation change by depth (CNN classifier)")
     ax.legend(fontsize=6)
     fig.tight_layout()
     save_figure(fig, path)
