@@ -98,7 +98,8 @@ def command(args: argparse.Namespace, scratch: Path) -> tuple[list[str], Path]:
 
 def measure(args: argparse.Namespace, busy: int) -> dict:
     env = {**os.environ, "PYTHONPATH": str(args.repo)}
-    env.pop("OMP_WAIT_POLICY", None)  # this process imported diffuse_feat: do not hand its policy down
+    # this script does not import diffuse_feat: a GOMP_SPINCOUNT or OMP_WAIT_POLICY of the caller reaches the workload
+    # and wins over the policy, which is how other settings are compared (GOMP_SPINCOUNT=10000 python ...)
     if args.policy == "off":
         env["DIFFUSE_FEAT_THREADS"] = "off"
     with tempfile.TemporaryDirectory() as tmp, BusyProcesses(busy):

@@ -60,18 +60,20 @@ def expected_texts() -> list[tuple[str, str]]:
 
 def shared_cpu_texts() -> list[tuple[str, str]]:
     """The shared-CPU row: ``benchmarks/shared_cpu.py``'s JSONs (see its docstring for what idle/loaded mean)."""
-    train, on10, off10 = (load(f"shared_cpu-train-policy_{p}.json") for p in ("on", "on-epochs_10", "off-epochs_10"))
-    bp_on, bp_off = load("shared_cpu-bp-policy_on.json"), load("shared_cpu-bp-policy_off.json")
-    tests_on, tests_off = load("shared_cpu-tests-policy_on.json"), load("shared_cpu-tests-policy_off.json")
+    on20, off20, off10 = (load(f"shared_cpu-train-policy_{p}.json")
+                          for p in ("on-epochs_20", "off-epochs_20-idle", "off-epochs_10"))
+    bp, tests_on, tests_off = (load(f"shared_cpu-{w}.json")
+                               for w in ("bp-policy_on", "tests-policy_on", "tests-policy_off-idle"))
 
     def span(r: dict) -> str:
         return f"{r['idle']['seconds']:.1f} s → {r['loaded']['seconds']:.1f} s ({r['ratio']:.2f}×)"
 
     return [
-        (f"`python train.py`: {span(train)}; 10 epochs: {span(on10)} on, {span(off10)} off", "shared_cpu: train"),
-        (f"median call {bp_on['idle']['median_call']:.3f} s idle, {bp_on['loaded']['median_call']:.3f} s loaded on; "
-         f"{bp_off['idle']['median_call']:.3f} s, {bp_off['loaded']['median_call']:.3f} s off", "shared_cpu: bp"),
-        (f"three test files: {span(tests_on)} on, {span(tests_off)} off", "shared_cpu: tests"),
+        (f"20 epochs: {span(on20)} on; idle off {off20['idle']['seconds']:.1f} s", "shared_cpu: train"),
+        (f"(off, 10 epochs, at load 4–8): {span(off10)}", "shared_cpu: train before"),
+        (f"median call {bp['idle']['median_call']:.3f} s idle, {bp['loaded']['median_call']:.3f} s loaded, whole run "
+         f"{bp['ratio']:.2f}×", "shared_cpu: bp"),
+        (f"(56 tests): {span(tests_on)} on, idle off {tests_off['idle']['seconds']:.1f} s", "shared_cpu: tests"),
     ]
 
 

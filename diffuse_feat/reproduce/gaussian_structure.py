@@ -41,7 +41,8 @@ measurement (40 sigmas, distillation, 64 samples, no Jacobians) is 0.3-2 s CPU a
 is the width: ``--quick`` trains width 128 at every size (same backbone for all; the full run keeps 256), 3x cheaper
 a step. Measured (``--quick``, 3 seeds, 2 workers, load 1.3 rising to 4 from other jobs): 430 s CPU (user + sys; the
 runs' own ``cpu_seconds_per_seed`` sum to 406: 45 s per small-set run, 15 s per large one), 7:03 wall; CPU / 2 plus
-start-up gives at most 3.7 min on 2 idle cores. Width 128 generalizes as well (n = 1,600: mid RMSE to ``D_G`` 0.086
+start-up gives at most 3.7 min on 2 idle cores; measured on idle cores afterwards: 219 s wall, 368 s CPU. Width 128
+generalizes as well (n = 1,600: mid RMSE to ``D_G`` 0.086
 vs 0.095 at width 256) but memorizes with less margin: n = 32 per seed 0.953 / 0.844 / 0.953 (mean 0.917; width 256:
 0.938 / 0.938 / 0.969), n = 16 0.938 / 0.969 / 0.984. Tried for the weak seed (n = 32, seed 1), none better than
 0.92: 6,000 steps 0.922 (and over 3 seeds 4x the steps gave a lower mean, 0.911), width 192 0.922, cosine lr decay
