@@ -43,7 +43,6 @@ class EMA(WeightAveraging):
                  use_buffers: bool = True):
         # EMAWeightAveraging would hand torch's AveragedModel its per-tensor avg_fn, which excludes multi_avg_fn
         super().__init__(device=device, use_buffers=use_buffers, multi_avg_fn=get_ema_multi_avg_fn(decay))
-        self.decay = decay
         self.update_every_n_steps = update_every_n_steps
         self.update_starting_at_step = update_starting_at_step
         self.update_starting_at_epoch = update_starting_at_epoch
@@ -53,16 +52,16 @@ class EMA(WeightAveraging):
     def _has_average(self) -> bool:
         return averaged_module(self) is not None
 
+    # only a training step updates the average, so a validation epoch's end sees what its start saw: swap back
+    # exactly when the start swapped
     @override
     def on_validation_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._swapped = self._has_average()  # validation does not update the average: the end mirrors the start
-        if self._swapped:
+        if self._has_average():
             super().on_validation_epoch_start(trainer, pl_module)
 
     @override
     def on_validation_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if getattr(self, "_swapped", False):
-            self._swapped = False
+        if self._has_average():
             super().on_validation_epoch_end(trainer, pl_module)
 
     @override

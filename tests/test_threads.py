@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from diffuse_feat.threads import APPLIED, OPT_OUT, apply_thread_policy, thread_policy
+from diffuse_feat.threads import OPT_OUT, POLICY, apply_thread_policy, thread_policy
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE = ("import os, sys, diffuse_feat; "
@@ -42,4 +42,4 @@ def test_the_test_session_itself_runs_under_the_policy():
     # conftest imports diffuse_feat before torch: a plugin importing torch earlier would show here
     if os.environ.get(OPT_OUT, "").lower() == "off":
         pytest.skip(f"{OPT_OUT}=off")
-    assert thread_policy() in (APPLIED, "the user's OpenMP wait policy")
+    assert thread_policy() in (POLICY, "the user's OpenMP wait policy")

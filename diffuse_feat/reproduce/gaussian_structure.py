@@ -31,24 +31,22 @@ Memorization (the trade): a small set memorizes only after many passes. At n = 6
 give 0.83; at n = 32, 4,000 steps of 32 give 0.67. So the quick sizes' small end is 16 and 32 (both <= 64, the
 issue's memorizing range), trained 3x the steps of the large sets at lr 5e-3 (``steps_for``), every batch 128 draws
 (a small set's images several times, independent noise). The large sets (256 and up) train ``--steps`` steps at lr
-2e-3. Seeds and sizes run two at a time in worker processes of one thread each (``--workers``), longest first.
-
-Time (issue: ``--quick`` under 5 minutes on 2 idle cores). With width 256 it took 23.5 min wall at load 5-7 (7-11
-idle), the small sets' 4,500 steps two thirds of it. What a step costs (CPU ms, 1 thread, load ~2; forward and
-backward at batch 128 / Adam / EMA): width 256: 15.6 / 3.4 / 1.4; width 128: 5.3 / 1.4 / 0.8. Fused Adam (1.2 ms at
-width 256, 0.3 at 128) and the EMA as one foreach call (``callbacks.EMA``: 0.35, 0.3) are the same arithmetic; the final
+2e-3. Seeds and sizes run two at a time in worker processes of one thread each (``--workers``), longest first. Time
+(issue: ``--quick`` under 5 minutes on 2 idle cores). With width 256 it took 23.5 min wall at load 5-7 (7-11 idle),
+the small sets' 4,500 steps two thirds of it. What a step costs (CPU ms, 1 thread, load ~2; forward and backward at
+batch 128 / Adam / EMA): width 256: 15.6 / 3.4 / 1.4; width 128: 5.3 / 1.4 / 0.8. Fused Adam (1.2 ms at width 256,
+0.3 at 128) and the EMA as one foreach call (``callbacks.EMA``: 0.35, 0.3) are the same arithmetic; the final
 measurement (40 sigmas, distillation, 64 samples, no Jacobians) is 0.3-2 s CPU a run, under 3%, and stays. The trade
 is the width: ``--quick`` trains width 128 at every size (same backbone for all; the full run keeps 256), 3x cheaper
 a step. Measured (``--quick``, 3 seeds, 2 workers, load 1.3 rising to 4 from other jobs): 430 s CPU (user + sys; the
 runs' own ``cpu_seconds_per_seed`` sum to 406: 45 s per small-set run, 15 s per large one), 7:03 wall; CPU / 2 plus
 start-up gives at most 3.7 min on 2 idle cores; measured on idle cores afterwards: 219 s wall, 368 s CPU. Width 128
-generalizes as well (n = 1,600: mid RMSE to ``D_G`` 0.086
-vs 0.095 at width 256) but memorizes with less margin: n = 32 per seed 0.953 / 0.844 / 0.953 (mean 0.917; width 256:
-0.938 / 0.938 / 0.969), n = 16 0.938 / 0.969 / 0.984. Tried for the weak seed (n = 32, seed 1), none better than
-0.92: 6,000 steps 0.922 (and over 3 seeds 4x the steps gave a lower mean, 0.911), width 192 0.922, cosine lr decay
-0.891, batches of 256 for 3,000 steps 0.906; lr 1e-2 gave 0.922 where 5e-3 gave 0.953 (seed 0). Batches of n (8x
-cheaper steps at n = 16) lose memorization (above). n = 64 at width 128 memorizes 0.81 after 6,000 steps (seed 0),
-so it is not among the quick sizes.
+generalizes as well (n = 1,600: mid RMSE to ``D_G`` 0.086 vs 0.095 at width 256) but memorizes with less margin: n =
+32 per seed 0.953 / 0.844 / 0.953 (mean 0.917; width 256: 0.938 / 0.938 / 0.969), n = 16 0.938 / 0.969 / 0.984.
+Tried for the weak seed (n = 32, seed 1), none better than 0.92: 6,000 steps 0.922 (and over 3 seeds 4x the steps
+gave a lower mean, 0.911), width 192 0.922, cosine lr decay 0.891, batches of 256 for 3,000 steps 0.906; lr 1e-2
+gave 0.922 where 5e-3 gave 0.953 (seed 0). Batches of n (8x cheaper steps at n = 16) lose memorization (above). n =
+64 at width 128 memorizes 0.81 after 6,000 steps (seed 0), so it is not among the quick sizes.
 
     python -m diffuse_feat.reproduce gaussian_structure --out out/gaussian_structure [--quick] [--seeds 3]
 """
