@@ -8,6 +8,7 @@ with one call (:meth:`NoiseProcess.to_sigma_space`) and back.
 
 from __future__ import annotations
 
+import bisect
 import math
 from typing import Literal
 
@@ -84,6 +85,11 @@ class NoiseProcess:
 
     def scale_of_sigma(self, sigma: Tensor | float) -> Tensor:
         return self.scale(self.t_of_sigma(sigma))
+
+    def time_and_scale(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """``(t_of_sigma(sigma), scale_of_sigma(sigma))`` in one call, so a process can share the work: an adapter
+        (:mod:`diffuse_feat.denoisers.adapters`) asks for both on every forward pass."""
+        return self.t_of_sigma(sigma), self.scale_of_sigma(sigma)
 
     def sigma_range(self) -> tuple[float, float]:
         """The noise levels a model trained on this process has seen, ``(lowest, highest)``."""
@@ -246,9 +252,14 @@ class SigmaOutOfRangeError(ConfigError):
 
 
 def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: float) -> None:
-    """Refuse sigma outside ``[low, high]`` with one sentence. A relative slack of 1e-6 lets the ends through after
-    a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
+    """Refuse sigma outside ``[low, high]`` with one sentence (:func:`_refuse_outside`)."""
     smallest, largest = (float(v) for v in torch.aminmax(sigma))  # one reduction: this runs on every call
+    _refuse_outside(process, smallest, largest, low, high)
+
+
+def _refuse_outside(process: NoiseProcess, smallest: float, largest: float, low: float, high: float) -> None:
+    """Refuse sigmas from ``smallest`` to ``largest`` unless inside ``[low, high]``. A relative slack of 1e-6 lets the
+    ends through after a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
     if smallest < low * (1 - 1e-6) or largest > high * (1 + 1e-6):
         bad = smallest if smallest < low * (1 - 1e-6) else largest
         raise SigmaOutOfRangeError(
@@ -331,6 +342,11 @@ class DiscreteSchedule(NoiseProcess):
     Sigma outside ``[sigma(0), sigma(N-1)]`` is refused (:class:`SigmaOutOfRangeError`): the model never saw it.
     """
 
+    # Up to this many sigmas, time_and_scale (an adapter's every forward pass) runs in plain Python, about 1 us a
+    # value, instead of a dozen torch calls that take 30 us, and 100 right after a network's forward pass
+    # (benchmarks/adapter_overhead.py).
+    PYTHON_LOOKUP_MAX = 64
+
     def __init__(self, alphas_cumprod: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"):
         table = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
         if table.numel() < 2 or not bool(((table > 0) & (table <= 1)).all()) or bool((table[1:] >= table[:-1]).any()):
@@ -342,6 +358,7 @@ class DiscreteSchedule(NoiseProcess):
         self.num_steps = table.numel()
         ends = torch.sqrt(torch.expm1(-self.log_alpha_bar[[0, -1]]))
         self._sigma_range = (float(ends[0]), float(ends[1]))  # read on every call: computed once
+        self._table_list = (-self.log_alpha_bar).tolist()
 
     @classmethod
     def from_betas(cls, betas: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"
@@ -413,3 +430,20 @@ class DiscreteSchedule(NoiseProcess):
             return torch.where(d_hi < d_lo, hi, lo).to(torch.float64)
         k, below, inverse_slope = self._segments(sigma.device)[torch.searchsorted(table, target)].unbind(-1)
         return torch.addcmul(k, target - below, inverse_slope).clamp_(0, self.num_steps - 1)
+
+    def time_and_scale(self, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """As :meth:`t_of_sigma` and :meth:`scale_of_sigma`; a CPU batch of up to :attr:`PYTHON_LOOKUP_MAX` values is
+        looked up in plain Python (the same interpolation)."""
+        if not (sigma.is_cpu and sigma.ndim == 1 and sigma.numel() <= self.PYTHON_LOOKUP_MAX
+                and not sigma.requires_grad and self.timesteps == "interpolate"):
+            return super().time_and_scale(sigma)
+        sigmas = sigma.tolist()
+        _refuse_outside(self, min(sigmas), max(sigmas), *self._sigma_range)
+        table, last = self._table_list, self.num_steps - 1
+        times, scales = [], []
+        for s in sigmas:
+            target = math.log1p(s * s)  # -log alpha_bar, increasing in t
+            k = min(max(bisect.bisect_left(table, target), 1), last) - 1  # the segment [k, k + 1] holding it
+            times.append(min(max(k + (target - table[k]) / (table[k + 1] - table[k]), 0.0), last))
+            scales.append(math.exp(-0.5 * target))
+        return torch.tensor(times, dtype=torch.float64), torch.tensor(scales, dtype=torch.float64)

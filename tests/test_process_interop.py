@@ -93,3 +93,26 @@ def test_a_bad_table_is_refused():
         DiscreteSchedule(torch.tensor([0.5, 0.9]))
     with pytest.raises(UserError, match="interpolate"):
         DiscreteSchedule(torch.tensor([0.9, 0.5]), timesteps="round")
+
+
+def test_small_cpu_batches_are_looked_up_in_python_exactly_as_in_torch(table):
+    """time_and_scale runs in plain Python for a small CPU batch (the adapters' hot path) and in torch otherwise: both
+    give t_of_sigma and scale_of_sigma, on the table's own sigmas, between them and at both ends."""
+    process = DiscreteSchedule(table)
+    low, high = process.sigma_range()
+    g = torch.Generator().manual_seed(0)
+    between = torch.exp(torch.empty(40, dtype=torch.float64).uniform_(math.log(low), math.log(high), generator=g))
+    on_table = torch.sqrt(1 / table[[0, 1, 2, 500, 998, 999]] - 1)
+    ends = torch.tensor([low, high], dtype=torch.float64).float().double()  # float32 round trip, inside the slack
+    sigma = torch.cat([between, on_table, ends])
+    assert sigma.numel() <= DiscreteSchedule.PYTHON_LOOKUP_MAX < 2 * sigma.numel()
+    t, scale = process.time_and_scale(sigma)
+    assert t.dtype == scale.dtype == torch.float64 and t.shape == scale.shape == sigma.shape
+    torch.testing.assert_close(t, process.t_of_sigma(sigma), rtol=0, atol=1e-10)
+    torch.testing.assert_close(scale, process.scale_of_sigma(sigma), rtol=1e-14, atol=0)
+    t_big, scale_big = process.time_and_scale(torch.cat([sigma, sigma]))  # over the limit: torch
+    torch.testing.assert_close(t_big, torch.cat([t, t]), rtol=0, atol=1e-10)
+    torch.testing.assert_close(scale_big, torch.cat([scale, scale]), rtol=1e-14, atol=0)
+    for bad in (low * 0.9, high * 1.1):
+        with pytest.raises(SigmaOutOfRangeError, match="outside the range"):
+            process.time_and_scale(torch.tensor([1.0, bad], dtype=torch.float64))

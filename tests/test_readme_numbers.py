@@ -55,7 +55,16 @@ def expected_texts() -> list[tuple[str, str]]:
          f"{cifar['fp32_images_per_s']:,.0f}), MNIST {mnist['bf16_over_fp32']:.2f}× ({mnist['bf16_images_per_s']:,.0f} "
          f"vs {mnist['fp32_images_per_s']:,.0f}), compiled CIFAR-10 {cifar['compile_speedup']:.2f}×", "precision row"),
         *shared_cpu_texts(),
+        *adapter_texts(),
     ]
+
+
+def adapter_texts() -> list[tuple[str, str]]:
+    """The wrapping-overhead row: ``benchmarks/adapter_overhead.py``'s JSON (idle CPU, median over runs)."""
+    one, sixteen, many = load("adapter_overhead-cpu.json")["rows"]
+    return [(f"{one['ratio_median']:.3f} at batch 1 (+{one['overhead_us']:.0f} µs on {one['bare_ms']:.2f} ms; runs "
+             f"{min(one['ratio_runs']):.3f}–{max(one['ratio_runs']):.3f}), {sixteen['ratio_median']:.3f} at 16, "
+             f"{many['ratio_median']:.3f} at 128; target 1.05", "adapter_overhead")]
 
 
 def shared_cpu_texts() -> list[tuple[str, str]]:

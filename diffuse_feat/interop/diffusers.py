@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import torch
 from torch import Tensor, nn
 
 from ..backbones.diffusers_unet import DiffusersUNet, attention_for_jacobians, require_diffusers
@@ -50,8 +51,10 @@ class UNetPrediction(nn.Module):
         self.unet = unet
 
     def forward(self, x_t: Tensor, timestep: Tensor) -> Tensor:
-        with attention_for_jacobians(self):
-            return self.unet(x_t, timestep).sample
+        if torch.is_grad_enabled():  # without grad the context does nothing, and this runs on every forward pass
+            with attention_for_jacobians(self):
+                return self.unet(x_t, timestep).sample
+        return self.unet(x_t, timestep).sample
 
 
 def _read_json(path: Path) -> dict:
