@@ -21,7 +21,7 @@ import torch
 from lightning.pytorch.callbacks import Callback, WeightAveraging
 from typing_extensions import override
 
-from diffuse_feat.data.capabilities import check_capabilities
+from diffuse_feat.capabilities import check_capabilities
 from diffuse_feat.lightning_private import averaged_module
 from diffuse_feat.reporting import RunReporter
 
@@ -81,7 +81,7 @@ class DiagnosticCallback(Callback):
 
     #: whether :meth:`measure` needs autograd (Jacobians)
     needs_grad: bool = False
-    #: the capabilities (:mod:`diffuse_feat.data.capabilities`) :meth:`measure` reads from the DataModule
+    #: the capabilities (:mod:`diffuse_feat.capabilities`) :meth:`measure` reads from the DataModule
     requires: tuple[type, ...] = ()
 
     def __init__(self, every_n_steps: int = 500, at_train_end: bool = True, use_ema: bool = True, seed: int = 0,

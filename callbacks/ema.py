@@ -6,7 +6,7 @@ epoch and copies it over the model when training ends, so the first ``update_sta
 untrained network (flat ``val/*`` curves for the first epochs of every run) and a run shorter than that ends with
 its initial weights. :class:`EMA` does neither until the average has been updated once: before that, the live
 weights are the model, as :func:`~callbacks.base.model_for_diagnostics` and
-:func:`~diffuse_feat.denoisers.load_denoiser` already assume. Checkpoints are written as Lightning writes them.
+:func:`~diffuse_feat.modules.load_denoiser` already assume. Checkpoints are written as Lightning writes them.
 
 The average is updated by one foreach ``lerp`` over all tensors (``torch.optim.swa_utils.get_ema_multi_avg_fn``)
 instead of Lightning's Python loop over them: 0.35 vs 1.4 ms a step for the 256-wide digits MLP on one CPU thread.

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from diffuse_feat.data.capabilities import PlantedFeatures, TrainingSet
+from diffuse_feat.capabilities import PlantedFeatures, TrainingSet
 from diffuse_feat.diagnostics.feature_alignment import (
     alignment_increments,
     alignments,

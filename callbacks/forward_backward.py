@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 import torch
 
-from diffuse_feat.data.capabilities import LatentTrees, TrainingSet
+from diffuse_feat.capabilities import LatentTrees, TrainingSet
 from diffuse_feat.diagnostics.hierarchy import (
     bp_reference_curves,
     classifier_read_out,

@@ -28,7 +28,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from diffuse_feat.data.capabilities import GaussianReference, TrainingSet
+from diffuse_feat.capabilities import GaussianReference, TrainingSet
 from diffuse_feat.diagnostics.gaussian_structure import (
     GaussianStructureSettings,
     gaussian_structure_probe_pool,

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import lightning.pytorch as pl
 import torch
 
-from diffuse_feat.data.capabilities import GaussianReference, OracleLabels, TrainingSet
+from diffuse_feat.capabilities import GaussianReference, OracleLabels, TrainingSet
 from diffuse_feat.diagnostics.cloning import choose_labeler, cloning_experiment
 from diffuse_feat.diagnostics.regimes_references import regimes_references_of_data, regimes_summary
 from diffuse_feat.ou import Method, ou_time_grid

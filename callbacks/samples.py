@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from diffuse_feat.data.capabilities import TrainingSet
+from diffuse_feat.capabilities import TrainingSet
 from diffuse_feat.diagnostics.samples import sample_statistics
 from diffuse_feat.plotting.sample_grid import image_grid
 from diffuse_feat.plotting.samples import samples_scatter

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import re
 import sys
 import warnings
@@ -30,7 +29,7 @@ from jsonargparse import lazy_instance
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from .errors import CheckpointError, UserError
+from .errors import CheckpointError, error_chain, one_sentence_errors
 from .lightning_private import instantiate_cli_trainer
 from .modules.base import BackboneModule
 from .run_folder import (
@@ -43,7 +42,7 @@ from .run_folder import (
 )
 from .run_logger import RunLogger
 
-__all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision", "command_line", "user_error_in"]
+__all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision", "command_line"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
@@ -192,19 +191,6 @@ def use_run_logger(trainer_config) -> None:
 
 
 # ----- errors as one sentence ---------------------------------------------------------------------------------
-def _chain(error: BaseException) -> list[BaseException]:
-    seen: list[BaseException] = []
-    while error is not None and error not in seen:
-        seen.append(error)
-        error = error.__cause__ or error.__context__
-    return seen
-
-
-def user_error_in(error: BaseException) -> UserError | None:
-    """The :class:`UserError` behind ``error`` (jsonargparse wraps errors raised while it instantiates classes)."""
-    return next((e for e in _chain(error) if isinstance(e, UserError)), None)
-
-
 def _first_line(error: BaseException) -> str:
     text = str(error).strip()
     return text.splitlines()[0].strip() if text else type(error).__name__
@@ -212,8 +198,7 @@ def _first_line(error: BaseException) -> str:
 
 def argument_error_sentence(error: BaseException, args: list[str]) -> str:
     """One sentence for a parsing error of jsonargparse (whose message nests every Union member it tried)."""
-    chain = _chain(error)
-    innermost = _first_line(chain[-1])
+    innermost = _first_line(error_chain(error)[-1])
     if innermost.lower().startswith("unrecognized arguments"):
         unknown = [a for a in innermost.split(":", 1)[1].split() if a not in SUBCOMMANDS]
         return f"{' '.join(unknown)}: no such setting; {SEE_SETTINGS}."
@@ -241,17 +226,9 @@ def main(args: list[str] | None = None) -> None:
     # Lightning 2.6 calls a pytree API that torch deprecated: nothing the user can act on, one line in every run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     given = list(sys.argv[1:] if args is None else args)
-    try:
+
+    def describe(err: Exception) -> str | None:
+        return argument_error_sentence(err, given) if isinstance(err, argparse.ArgumentError) else None
+
+    with one_sentence_errors(describe):
         DiffuseFeatCLI(args=given)
-    except Exception as err:
-        if os.environ.get("DIFFUSE_FEAT_TRACEBACK"):
-            raise
-        user_error = user_error_in(err)
-        if user_error is not None:
-            message = str(user_error)
-        elif isinstance(err, argparse.ArgumentError):
-            message = argument_error_sentence(err, given)
-        else:
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        raise SystemExit(1) from None

@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .errors import ConfigError
+from .per_sample import append_dims
 from .preconditioning import EpsilonPreconditioning
-from .process import append_dims
 from .sigma_sampling import FixedSigma, LogNormalSigma, SigmaSampler
 
 __all__ = ["SampledLoss", "Loss", "DenoisingScoreMatching", "NoisePredictionLoss", "ExpectedNoisePredictionLoss",

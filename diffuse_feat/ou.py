@@ -25,7 +25,8 @@ import torch
 from torch import Tensor
 
 from .denoisers.base import Denoiser
-from .process import OrnsteinUhlenbeck, as_sigma
+from .per_sample import as_sigma
+from .process import OrnsteinUhlenbeck
 from .samplers import NoiseSource, SeededNoise, noise_like
 
 __all__ = [

@@ -20,7 +20,8 @@ import torch
 from torch import Tensor
 
 from .denoisers.base import Denoiser
-from .process import as_sigma, edm_sigma_grid
+from .per_sample import as_sigma
+from .process import edm_sigma_grid
 
 __all__ = [
     "noise_like",

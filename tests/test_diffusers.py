@@ -18,10 +18,10 @@ from diffuse_feat.denoisers import (  # noqa: E402
     EpsilonPredictionDenoiser,
     SamplePredictionDenoiser,
     VPredictionDenoiser,
-    load_denoiser,
 )
 from diffuse_feat.errors import ConfigError, DataNotFoundError, UserError  # noqa: E402
 from diffuse_feat.interop.diffusers import export_diffusers, from_diffusers  # noqa: E402
+from diffuse_feat.modules import load_denoiser  # noqa: E402
 from diffuse_feat.process import SigmaOutOfRangeError  # noqa: E402
 
 from .test_load_denoiser import digits_module, fit  # noqa: E402

@@ -15,12 +15,12 @@ from diffuse_feat.backbones import MLP
 from diffuse_feat.cli import DiffuseFeatCLI
 from diffuse_feat.data import DigitsDataModule
 from diffuse_feat.data.rhm import RHMDataModule
-from diffuse_feat.denoisers import CategoricalDenoiser, PreconditionedDenoiser, load_denoiser
-from diffuse_feat.denoisers.checkpoint import read_checkpoint
+from diffuse_feat.denoisers import CategoricalDenoiser, PreconditionedDenoiser
 from diffuse_feat.errors import ConfigError, DataNotFoundError, UserError
 from diffuse_feat.lightning_private import averaged_module
-from diffuse_feat.modules import ClassificationModule, DiffusionModule
+from diffuse_feat.modules import ClassificationModule, DiffusionModule, load_denoiser
 from diffuse_feat.modules.categorical import CategoricalDiffusionModule
+from diffuse_feat.modules.checkpoint import read_checkpoint
 from diffuse_feat.preconditioning import EpsilonPreconditioning
 from diffuse_feat.reproduce.common import quiet
 

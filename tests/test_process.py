@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from diffuse_feat.process import DDPM, OrnsteinUhlenbeck, VarianceExploding, as_sigma, edm_sigma_grid
+from diffuse_feat.per_sample import as_sigma
+from diffuse_feat.process import DDPM, OrnsteinUhlenbeck, VarianceExploding, edm_sigma_grid
 
 
 def test_edm_grid_matches_paper_ten_steps():

@@ -24,17 +24,6 @@ from diffuse_feat.diagnostics.collapse import (
     last_change_time,
     last_crossing,
 )
-from diffuse_feat.diagnostics.regimes_theory import (
-    ddpm_speciation_step,
-    ddpm_step_of_ou_time,
-    gaussian_collapse_time,
-    gaussian_excess_entropy,
-    gm_cloning_curve,
-    gm_collapse_time,
-    gm_excess_entropy,
-    gm_speciation_time,
-    speciation_time,
-)
 from diffuse_feat.ou import (
     merge_times,
     ou_backward,
@@ -46,6 +35,17 @@ from diffuse_feat.ou import (
     ou_time_grid,
 )
 from diffuse_feat.process import DDPM
+from diffuse_feat.regimes_theory import (
+    ddpm_speciation_step,
+    ddpm_step_of_ou_time,
+    gaussian_collapse_time,
+    gaussian_excess_entropy,
+    gm_cloning_curve,
+    gm_collapse_time,
+    gm_excess_entropy,
+    gm_speciation_time,
+    speciation_time,
+)
 
 # ----- theory --------------------------------------------------------------------------------------
 

@@ -65,7 +65,7 @@ def datamodule_from_config(config: dict, path: str | os.PathLike = "CONFIG"):
 
 def _settings_from_config(config: dict, settings_class: type, names: list[str]) -> dict[str, Any]:
     """The init_args of the first callback of ``settings_class`` (or a subclass) in the config's trainer.callbacks."""
-    from ..denoisers.checkpoint import import_object
+    from ..modules.checkpoint import import_object
 
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for entry in callbacks if isinstance(callbacks, list) else [callbacks]:

@@ -8,7 +8,6 @@ a traceback (``DIFFUSE_FEAT_TRACEBACK=1`` shows it), as ``train.py`` does.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import textwrap
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, one_sentence_errors
 from . import DIAGNOSTICS, SPEC_FORMS, PythonModel, analyze
 from .runners import settings_names
 
@@ -85,7 +84,7 @@ def parse_settings(pairs: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    try:
+    with one_sentence_errors():
         if args.timesteps not in ("interpolate", "nearest"):
             raise ConfigError(f"--timesteps {args.timesteps!r} is not interpolate or nearest; pick one")
         python = PythonModel(args.parametrization, args.process, args.num_train_timesteps, args.beta_schedule,
@@ -95,11 +94,6 @@ def main(argv: list[str] | None = None) -> dict:
         result = analyze(args.diagnostic, args.denoiser, args.data, args.out, settings=parse_settings(args.settings),
                          sigma_min=args.sigma_min, sigma_max=args.sigma_max, ema=args.ema, python=python,
                          timesteps=args.timesteps, device=args.device)
-    except UserError as err:
-        if os.environ.get("DIFFUSE_FEAT_TRACEBACK"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"{args.diagnostic}: wrote {args.out / (args.diagnostic + '.json')} and .png in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return result

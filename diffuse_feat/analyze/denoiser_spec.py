@@ -16,11 +16,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..data.capabilities import GaussianReference, LatentTrees, check_capabilities
+from ..capabilities import GaussianReference, LatentTrees, check_capabilities
 from ..denoisers.adapters import PARAMETRIZATIONS, PROCESSES, wrap_prediction
-from ..denoisers.checkpoint import read_checkpoint
 from ..errors import ConfigError, ShapeError, UserError
-from ..process import as_sigma
+from ..modules.checkpoint import read_checkpoint
+from ..per_sample import as_sigma
 
 __all__ = ["SPEC_FORMS", "REFERENCES", "PythonModel", "DataShapedDenoiser", "resolve_denoiser"]
 

@@ -20,7 +20,7 @@ import torch
 from callbacks import ForwardBackwardCallback, GaussianStructureCallback, RegimesCallback, SampleGridCallback
 from callbacks.base import diagnostic_mode
 
-from ..data.capabilities import TrainingSet, check_capabilities
+from ..capabilities import TrainingSet, check_capabilities
 from ..diagnostics.cloning import choose_labeler, cloning_experiment
 from ..diagnostics.gaussian_structure import (
     gaussian_structure_probe_pool,

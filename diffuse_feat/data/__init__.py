@@ -1,8 +1,6 @@
-"""LightningDataModules that expose the ground truth diagnostics need (:mod:`.capabilities` lists it)."""
+"""LightningDataModules that expose the ground truth diagnostics need (:mod:`diffuse_feat.capabilities` lists it)."""
 
-from ..errors import MissingGroundTruth
-from .base import EpochSeededSampler, TensorDataModule
-from .capabilities import (
+from ..capabilities import (
     CAPABILITIES,
     GaussianReference,
     LatentTrees,
@@ -15,6 +13,8 @@ from .capabilities import (
     capability_tables,
     check_capabilities,
 )
+from ..errors import MissingGroundTruth
+from .base import EpochSeededSampler, TensorDataModule
 from .digits import DigitsDataModule
 from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
 from .rhm import RHMDataModule, RHMGrammar

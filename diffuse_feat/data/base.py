@@ -4,7 +4,7 @@ A :class:`TensorDataModule` holds its training and validation tensors in memory 
 papers study fits) and offers what it knows about them: the training tensor and labels, the
 empirical mean and covariance (eigendecomposition cached), the exact Gaussian and empirical
 denoisers (the capabilities ``TrainingSet`` and ``GaussianReference``), and whatever else a subclass
-declares (:mod:`diffuse_feat.data.capabilities` lists them all).
+declares (:mod:`diffuse_feat.capabilities` lists them all).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ..capabilities import GaussianReference, TrainingSet
 from ..denoisers import EmpiricalDenoiser, GaussianDenoiser
 from ..errors import ConfigError
-from .capabilities import GaussianReference, TrainingSet
 
 __all__ = ["TensorDataModule", "TensorBatches", "tensor_loader", "EpochSeededSampler", "ResumableLoader"]
 
@@ -212,10 +212,6 @@ class TensorDataModule(pl.LightningDataModule, TrainingSet, GaussianReference):
     def val_labels(self) -> Tensor:
         return self._ensure_split()[3]
 
-    @property
-    def is_image(self) -> bool:
-        return len(self.data_shape) == 3
-
     @functools.cached_property
     def _moments(self) -> tuple[Tensor, Tensor]:
         flat = self.train_tensor().reshape(self.train_tensor().shape[0], -1).to(torch.float64)
@@ -254,7 +250,3 @@ class TensorDataModule(pl.LightningDataModule, TrainingSet, GaussianReference):
         x = self.train_tensor()
         return {"name": type(self).__name__, "n_train": int(x.shape[0]), "data_shape": list(self.data_shape),
                 "num_classes": self.num_classes}
-
-
-def as_shape(shape: Sequence[int]) -> tuple[int, ...]:
-    return tuple(int(s) for s in shape)

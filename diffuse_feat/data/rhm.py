@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from ..capabilities import LatentTrees, OracleLabels
 from ..denoisers.rhm_bp import RHMBeliefPropagation
 from ..errors import ConfigError
 from .base import TensorDataModule
-from .capabilities import LatentTrees, OracleLabels
 
 __all__ = ["RHMGrammar", "RHMDataModule"]
 

@@ -7,10 +7,10 @@ import math
 import torch
 from torch import Tensor
 
+from ..capabilities import MixtureTheory, OracleLabels, PopulationScore
 from ..denoisers import GaussianDenoiser, GaussianMixtureDenoiser
-from ..diagnostics.regimes_theory import gm_cloning_curve, gm_collapse_time
+from ..regimes_theory import gm_cloning_curve, gm_collapse_time
 from .base import TensorDataModule
-from .capabilities import MixtureTheory, OracleLabels, PopulationScore
 
 __all__ = ["GaussianMixtureDataModule", "LowRankGaussianDataModule"]
 

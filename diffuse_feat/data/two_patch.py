@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ..capabilities import PlantedFeatures
 from ..errors import ConfigError
 from .base import EpochSeededSampler, TensorDataModule, tensor_loader
-from .capabilities import PlantedFeatures
 from .digits import DigitsDataModule
 
 __all__ = ["TwoPatchDataModule", "NoisyImagePatchDataModule"]

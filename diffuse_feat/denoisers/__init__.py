@@ -11,7 +11,6 @@ from .adapters import (
     wrap_prediction,
 )
 from .base import Denoiser, ExactDenoiser, score_from_denoiser
-from .checkpoint import load_denoiser
 from .empirical import EmpiricalDenoiser
 from .gaussian import GaussianDenoiser
 from .mixture import GaussianMixtureDenoiser
@@ -35,5 +34,4 @@ __all__ = [
     "FlowVelocityDenoiser",
     "EDMDenoiser",
     "wrap_prediction",
-    "load_denoiser",
 ]

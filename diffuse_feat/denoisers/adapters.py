@@ -32,16 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..per_sample import append_dims
 from ..preconditioning import EDMPreconditioning
-from ..process import (
-    DDPM,
-    DiscreteSchedule,
-    NoiseProcess,
-    RectifiedFlow,
-    VarianceExploding,
-    VariancePreserving,
-    append_dims,
-)
+from ..process import DDPM, DiscreteSchedule, NoiseProcess, RectifiedFlow, VarianceExploding, VariancePreserving
 
 __all__ = [
     "PredictionDenoiser",

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
-from ..process import append_dims, as_sigma
+from ..per_sample import append_dims, as_sigma
 
 __all__ = ["Denoiser", "ExactDenoiser", "score_from_denoiser"]
 

@@ -14,7 +14,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..process import as_sigma
+from ..per_sample import as_sigma
 from .base import ExactDenoiser
 
 __all__ = ["EmpiricalDenoiser"]

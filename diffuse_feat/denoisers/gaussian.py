@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..process import as_sigma
+from ..per_sample import as_sigma
 from .base import ExactDenoiser
 
 __all__ = ["GaussianDenoiser"]

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..per_sample import append_dims
 from ..preconditioning import EDMPreconditioning, Preconditioning
-from ..process import append_dims
 
 __all__ = ["PreconditionedDenoiser", "CategoricalDenoiser", "CompileWhenTraining", "sigma_per_sample"]
 

@@ -27,8 +27,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..capabilities import OracleLabels
 from ..denoisers.base import Denoiser
 from ..denoisers.empirical import EmpiricalDenoiser
+from ..errors import MissingGroundTruth
 from ..ou import Method, OUStepHook, merge_times, ou_denoise, ou_sigma, ou_step, ou_time_grid
 from .collapse import NearestTrainTracker
 from .neighbors import nearest_neighbors
@@ -76,9 +78,6 @@ def choose_labeler(datamodule, choice: str = "auto", load_classifier: Callable[[
     """``x -> class`` as ``choice`` says: ``"auto"``/``"oracle"`` the data's ``oracle_labels`` when it has them,
     ``"nearest_train"`` the label of the nearest training point, else the classifier ``load_classifier()`` returns
     (``None``: there is none, and the error names the two ways out)."""
-    from ..data.capabilities import OracleLabels
-    from ..errors import MissingGroundTruth
-
     if choice in ("auto", "oracle") and isinstance(datamodule, OracleLabels):
         return datamodule.oracle_labels
     if choice == "nearest_train":

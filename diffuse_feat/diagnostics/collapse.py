@@ -22,8 +22,8 @@ from torch import Tensor
 
 from ..denoisers.empirical import EmpiricalDenoiser
 from ..ou import ou_delta, ou_forward, ou_log_density
+from ..regimes_theory import SPECIATION_LEVEL
 from .neighbors import nearest_neighbors
-from .regimes_theory import SPECIATION_LEVEL
 
 __all__ = [
     "nearest_train_index",

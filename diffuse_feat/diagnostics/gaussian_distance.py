@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..denoisers.base import Denoiser
 from ..denoisers.gaussian import GaussianDenoiser
-from ..process import append_dims
+from ..per_sample import append_dims
 from ..samplers import SamplerName, generate
 
 __all__ = [

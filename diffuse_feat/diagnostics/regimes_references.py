@@ -13,7 +13,9 @@ from typing import Any
 
 from torch import Tensor
 
+from ..capabilities import MixtureTheory
 from ..denoisers.base import Denoiser
+from ..regimes_theory import gaussian_collapse_time, gaussian_excess_entropy, gm_excess_entropy, speciation_time
 from .cloning import exact_cloning_predictions
 from .collapse import (
     COLLAPSE_ENTROPY_LEVEL,
@@ -22,7 +24,6 @@ from .collapse import (
     estimate_collapse_time,
     estimate_speciation_time,
 )
-from .regimes_theory import gaussian_collapse_time, gaussian_excess_entropy, gm_excess_entropy, speciation_time
 
 __all__ = ["regimes_references", "regimes_references_of_data", "regimes_summary"]
 
@@ -81,8 +82,6 @@ def regimes_references_of_data(datamodule, clone_times: Tensor, *, reference_sam
                                seed: int = 0) -> dict[str, Any]:
     """:func:`regimes_references` for a DataModule's training set (with its ``MixtureTheory`` when it has one, else
     the Gaussian theory of its covariance), plus ``train``, the training tensor the collapse is measured against."""
-    from ..data.capabilities import MixtureTheory
-
     train = datamodule.train_tensor()
     labels = datamodule.train_labels() if datamodule.num_classes >= 2 else None
     if labels is not None and bool((labels < 0).any()):

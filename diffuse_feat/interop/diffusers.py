@@ -31,9 +31,9 @@ from ..denoisers.adapters import (
     SamplePredictionDenoiser,
     VPredictionDenoiser,
 )
-from ..denoisers.checkpoint import read_checkpoint
 from ..denoisers.preconditioned import CategoricalDenoiser
 from ..errors import ConfigError, DataNotFoundError
+from ..modules.checkpoint import read_checkpoint
 from ..preconditioning import EDMPreconditioning
 from ..process import DiscreteSchedule
 

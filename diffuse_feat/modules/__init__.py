@@ -2,7 +2,8 @@
 
 from .base import BackboneModule
 from .categorical import CategoricalDiffusionModule
+from .checkpoint import load_denoiser
 from .classification import ClassificationModule
 from .diffusion import DiffusionModule
 
-__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "CategoricalDiffusionModule"]
+__all__ = ["BackboneModule", "DiffusionModule", "ClassificationModule", "CategoricalDiffusionModule", "load_denoiser"]

@@ -14,7 +14,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from ..backbones.base import BackboneFactory
 from ..denoisers.preconditioned import CompileWhenTraining
 from ..errors import ConfigError
-from ..process import append_dims, as_sigma
+from ..per_sample import append_dims, as_sigma
 from ..sigma_sampling import SigmaSampler
 from .base import BackboneModule, OptimizerFactory
 

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from ..backbones.base import BackboneFactory
 from ..denoisers.preconditioned import PreconditionedDenoiser
 from ..losses import DenoisingScoreMatching, Loss
+from ..per_sample import as_sigma
 from ..preconditioning import EDMPreconditioning, Preconditioning
-from ..process import as_sigma
 from ..samplers import SamplerName, generate
 from .base import BackboneModule, OptimizerFactory
 from .metrics import BucketMean, bucket_labels

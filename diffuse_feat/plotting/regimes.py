@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor
 
-from ..diagnostics.regimes_theory import SPECIATION_LEVEL
+from ..regimes_theory import SPECIATION_LEVEL
 from . import plt, readable
 
 __all__ = ["regimes_figure"]

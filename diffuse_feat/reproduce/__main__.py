@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 import time
 from pathlib import Path
 
-from ..errors import ConfigError, UserError
+from ..errors import ConfigError, one_sentence_errors
 from . import EXPERIMENTS
 from .seeds import seed_list
 
@@ -48,7 +47,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(table_main(args.folder))
     module = _load(args.name)
     start = time.perf_counter()
-    try:
+    with one_sentence_errors():
         if hasattr(args, "seeds"):
             try:
                 seed_list(args.seed, args.seeds)
@@ -56,11 +55,6 @@ def main(argv: list[str] | None = None) -> dict:
                 raise ConfigError(str(err)) from None
         args.out.mkdir(parents=True, exist_ok=True)
         result = module.run(args.out, args.quick, args.seed, args)
-    except UserError as err:
-        if os.environ.get("DIFFUSE_FEAT_TRACEBACK"):
-            raise
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(1) from None
     print(f"{args.name}: wrote {args.out / (args.name + '.json')} and .png in {time.perf_counter() - start:.0f} s",
           file=sys.stderr)
     return result

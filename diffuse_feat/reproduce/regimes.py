@@ -49,7 +49,9 @@ from ..diagnostics.collapse import (
     estimate_speciation_time,
 )
 from ..diagnostics.regimes_references import regimes_references
-from ..diagnostics.regimes_theory import (
+from ..modules import ClassificationModule, DiffusionModule
+from ..ou import ou_time_grid
+from ..regimes_theory import (
     ddpm_speciation_step,
     ddpm_step_of_ou_time,
     gm_collapse_time,
@@ -57,8 +59,6 @@ from ..diagnostics.regimes_theory import (
     gm_speciation_time,
     speciation_time,
 )
-from ..modules import ClassificationModule, DiffusionModule
-from ..ou import ou_time_grid
 from ..sigma_sampling import LogUniformSigma
 from .common import fit_quietly, pick_device, write_json, write_results
 from .regimes_learned import LearnedSettings, collapse_learned, speciation_learned

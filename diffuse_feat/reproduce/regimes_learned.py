@@ -33,11 +33,11 @@ from ..denoisers import GaussianMixtureDenoiser
 from ..diagnostics.cloning import cloning_experiment
 from ..diagnostics.collapse import COLLAPSE_PHI_LEVEL, estimate_collapse_time, estimate_speciation_time
 from ..diagnostics.neighbors import nearest_neighbors
-from ..diagnostics.regimes_theory import gm_collapse_time, gm_speciation_time
 from ..losses import DenoisingScoreMatching
 from ..modules import DiffusionModule
 from ..ou import ou_time_grid
 from ..preconditioning import EDMPreconditioning
+from ..regimes_theory import gm_collapse_time, gm_speciation_time
 from ..samplers import generate
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma
 from .common import fit_quietly

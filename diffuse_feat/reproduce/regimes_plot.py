@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ..diagnostics.regimes_theory import SPECIATION_LEVEL
 from ..plotting import plt, save_figure
+from ..regimes_theory import SPECIATION_LEVEL
 
 __all__ = ["plot"]
 

@@ -4,7 +4,7 @@ Each reproduction module defines ``table_rows(payload) -> list[dict]``, one dict
 ``quantity`` (str), ``value`` (float), ``se`` (float or None: standard error over seeds), ``source``
 (``"exact"``: an exact reference such as ``D_G`` or belief propagation; ``"trained"``: a trained network) and
 ``paper`` (str or None: the paper's reference figure). This command only formats those rows, so the README's
-numbers are whatever the committed JSON says (``tests/test_readme_tables.py`` checks the README against it).
+numbers are whatever the committed JSON says (``tests/test_reproduce_table.py`` checks the README against it).
 """
 
 from __future__ import annotations

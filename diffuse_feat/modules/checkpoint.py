@@ -32,9 +32,11 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import nn
 
+from ..denoisers.preconditioned import PreconditionedDenoiser
 from ..errors import ConfigError, DataNotFoundError
 from ..preconditioning import EDMPreconditioning
-from .preconditioned import PreconditionedDenoiser
+from .categorical import CategoricalDiffusionModule
+from .diffusion import DiffusionModule
 
 __all__ = ["load_denoiser", "read_checkpoint", "CheckpointDenoiser", "checkpoint_weights", "import_object"]
 
@@ -94,9 +96,6 @@ def checkpoint_weights(checkpoint: dict, ema: bool = True) -> tuple[dict, Weight
 
 
 def _module_class(checkpoint: dict, hparams: dict) -> type:
-    from ..modules.categorical import CategoricalDiffusionModule
-    from ..modules.diffusion import DiffusionModule
-
     path = checkpoint.get("module_class_path") or hparams.get("_class_path")
     if path:
         cls = import_object(path)

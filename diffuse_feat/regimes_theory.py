@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .process import DDPM
+
 __all__ = [
     "SPECIATION_LEVEL",
     "speciation_time",
@@ -164,9 +166,7 @@ def gaussian_collapse_time(n: int, eigenvalues, t_hi: float = 50.0, iterations: 
 # alpha_bar = e^{-2t}.
 
 
-def _paper_ddpm():
-    from ..process import DDPM
-
+def _paper_ddpm() -> DDPM:
     return DDPM(num_steps=1000, schedule="linear", beta_start=1e-4, beta_end=0.02)
 
 

@@ -5,7 +5,8 @@ A DataModule declares a capability by inheriting its Protocol (every built-in on
 also just implement the methods, and the runtime checks accept it. A callback lists the capabilities it
 needs (``DiagnosticCallback.required_capabilities``) and :func:`check_capabilities` stops the run in
 ``setup()``, before the first training step, with one sentence naming the callback, the DataModule and
-what is missing.
+what is missing. It stands below both ``data/`` (which implements the Protocols) and ``diagnostics/`` (which reads
+them), so neither imports the other.
 
 What each returns (``d`` = data shape, ``n`` training points):
 
@@ -40,7 +41,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor
 
-from ..errors import MissingGroundTruth
+from .errors import MissingGroundTruth
 
 __all__ = [
     "TrainingSet",
