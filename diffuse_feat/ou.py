@@ -8,8 +8,11 @@ It is :class:`~diffuse_feat.process.OrnsteinUhlenbeck`: in sigma-space ``y = x e
 
 Backward dynamics, from ``t = T`` down to ``t_min`` on a decreasing grid (step ``eta = t_k - t_{k+1}``):
 
-* SDE, the authors' Euler-Maruyama: ``x(t - eta) = x + eta [x + 2 F(x, t)] + sqrt(2 eta) xi``;
-* probability-flow ODE: ``x(t - eta) = x + eta [x + F(x, t)]``.
+* SDE, the authors' Euler-Maruyama: ``x(t - eta) = x + eta [x + 2 F(x, t)] + sqrt(2 eta) xi`` (:func:`sample_ou_sde`);
+* probability-flow ODE: ``x(t - eta) = x + eta [x + F(x, t)]`` (:func:`sample_ou_ode`).
+
+Both have the signature of every sampler (:mod:`diffuse_feat.samplers`) on a grid of OU times, ``hook`` receiving
+``t`` where the sigma-space samplers give ``sigma``; :data:`OU_SAMPLERS` names them by method.
 
 The exact empirical score is stiff near ``t = 0`` (``1/Delta_t ~ 1/2t``), hence :func:`ou_time_grid`:
 uniform above ``t = 1``, geometric below.
@@ -18,7 +21,7 @@ uniform above ``t = 1``, geometric below.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -27,11 +30,11 @@ from torch import Tensor
 from .denoisers.base import Denoiser
 from .per_sample import as_sigma
 from .process import OrnsteinUhlenbeck
-from .samplers import NoiseSource, SeededNoise, noise_like
+from .samplers import NoiseSource, Sampler, SeededNoise, StepHook, noise_like
 
 __all__ = [
     "OU",
-    "OUStepHook",
+    "OU_SAMPLERS",
     "ou_delta",
     "ou_sigma",
     "ou_denoise",
@@ -41,14 +44,13 @@ __all__ = [
     "ou_time_grid",
     "merge_times",
     "ou_step",
-    "ou_backward",
+    "sample_ou_sde",
+    "sample_ou_ode",
     "ou_sample",
 ]
 
 OU = OrnsteinUhlenbeck()
 
-#: ``hook(i, x, t, denoised)`` at every grid time ``t_i`` (the last one included); ``denoised = E[a | x(t_i)]``
-OUStepHook = Callable[[int, Tensor, float, Tensor], None]
 Method = Literal["sde", "ode"]
 
 
@@ -145,24 +147,10 @@ def ou_step(x: Tensor, denoised: Tensor, t: float, t_next: float, method: Method
     return out
 
 
-@torch.no_grad()
-def ou_backward(
-    denoiser: Denoiser,
-    x: Tensor,
-    times: Tensor,
-    *,
-    method: Method = "sde",
-    noise: NoiseSource = None,
-    hook: OUStepHook | None = None,
-    denoise_final: bool = False,
-) -> Tensor:
-    """Run the backward SDE or probability-flow ODE from state ``x`` at ``times[0]`` down to ``times[-1]``.
-
-    ``times`` is decreasing (e.g. :func:`ou_time_grid`, or a tail of it to restart from a cloned state).
-    Returns ``x(times[-1])``, or with ``denoise_final`` the posterior mean ``E[a | x(times[-1])]`` (the noiseless
-    last step of DDPM). Noise: a :class:`SeededNoise` (sample ``i`` depends only on its seed), a generator, or
-    the global RNG.
-    """
+def _ou_backward(denoiser: Denoiser, x: Tensor, times: Tensor, method: Method, noise: NoiseSource,
+                 hook: StepHook | None) -> Tensor:
+    """From state ``x`` at ``times[0]`` down to ``times[-1]``; ``hook`` sees every grid time, the last one included
+    (its ``denoised`` is ``E[a | x(times[-1])]``, evaluated only for a hook)."""
     times = torch.as_tensor(times, dtype=torch.float64).reshape(-1)
     if times.numel() < 2 or bool((times[1:] >= times[:-1]).any()) or float(times[-1]) < 0:
         raise ValueError("times must be a strictly decreasing grid of at least two OU times >= 0")
@@ -170,15 +158,31 @@ def ou_backward(
     for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:], strict=True)):
         denoised = ou_denoise(denoiser, x, t)
         if hook is not None:
-            hook(i, x, t, denoised)
+            hook({"i": i, "x": x, "t": t, "denoised": denoised})
         x = ou_step(x, denoised.to(x.dtype), t, t_next, method, noise)
-    if hook is not None or denoise_final:
-        denoised = ou_denoise(denoiser, x, grid[-1])
-        if hook is not None:
-            hook(len(grid) - 1, x, grid[-1], denoised)
-        if denoise_final:
-            x = denoised.to(x.dtype)
+    if hook is not None:
+        hook({"i": len(grid) - 1, "x": x, "t": grid[-1], "denoised": ou_denoise(denoiser, x, grid[-1])})
     return x
+
+
+@torch.no_grad()
+def sample_ou_sde(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                  hook: StepHook | None = None) -> Tensor:
+    """The backward SDE (the authors' Euler-Maruyama) from state ``x`` at ``grid[0]`` down to ``grid[-1]``, a
+    strictly decreasing grid of OU times (:func:`ou_time_grid`, or a tail of it to restart from a cloned state).
+    Noise: a :class:`SeededNoise` (sample ``i`` depends only on its seed), a generator, or the global RNG."""
+    return _ou_backward(denoiser, x, grid, "sde", noise, hook)
+
+
+@torch.no_grad()
+def sample_ou_ode(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                  hook: StepHook | None = None) -> Tensor:
+    """The probability-flow ODE over a decreasing grid of OU times, as :func:`sample_ou_sde`; draws no noise."""
+    return _ou_backward(denoiser, x, grid, "ode", noise, hook)
+
+
+#: the OU samplers by method
+OU_SAMPLERS: dict[str, Sampler] = {"sde": sample_ou_sde, "ode": sample_ou_ode}
 
 
 @torch.no_grad()
@@ -191,11 +195,12 @@ def ou_sample(
     method: Method = "sde",
     device=None,
     dtype: torch.dtype = torch.float32,
-    hook: OUStepHook | None = None,
-    denoise_final: bool = False,
+    hook: StepHook | None = None,
 ) -> Tensor:
-    """Generate one sample per seed: ``x(T) ~ N(0, I)`` (the stationary law), then :func:`ou_backward`.
-    Sample ``i`` depends only on ``seeds[i]``."""
+    """Generate one sample per seed: ``x(T) ~ N(0, I)`` (the stationary law), then the ``method`` sampler of
+    :data:`OU_SAMPLERS` down to ``times[-1]``. Sample ``i`` depends only on ``seeds[i]``."""
+    if method not in OU_SAMPLERS:
+        raise ValueError(f"method must be 'sde' or 'ode', got {method!r}")
     noise = SeededNoise(seeds)
     x = noise.randn(tuple(data_shape), device=device, dtype=dtype)
-    return ou_backward(denoiser, x, times, method=method, noise=noise, hook=hook, denoise_final=denoise_final)
+    return OU_SAMPLERS[method](denoiser, x, times, noise=noise, hook=hook)

@@ -6,15 +6,19 @@
   between consecutive sigmas);
 * :func:`generate` (from pure noise) and :func:`forward_backward` (noise data to sigma, denoise back).
 
-Every sampler calls ``hook(i, x, sigma, denoised)`` after each denoiser evaluation of step ``i``, and
-takes its randomness from a :class:`SeededNoise` (one generator per sample, so sample ``i`` is the
-same whatever the batch it is drawn in) or a plain ``torch.Generator`` (faster, batch-dependent).
+Every sampler, here and the Ornstein-Uhlenbeck ones of :mod:`diffuse_feat.ou`, has one signature,
+``sampler(denoiser, x, grid, *, noise=None, hook=None) -> x_end`` (k-diffusion's), so :data:`SAMPLERS` is a lookup
+by name. ``hook(step)`` is called once per step with one dict: ``i``, ``x`` (the state at the step's start),
+``sigma`` (or ``t`` for the OU samplers), ``denoised`` (``E[x0 | x]``), and for Heun ``corrector`` (the same three
+keys at its second evaluation); a hook reads the keys it needs, so new ones can be added without breaking it.
+Randomness comes from a :class:`SeededNoise` (one generator per sample, so sample ``i`` is the same whatever the
+batch it is drawn in) or a plain ``torch.Generator`` (faster, batch-dependent); the ODE samplers draw none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Literal, Protocol
 
 import torch
 from torch import Tensor
@@ -27,6 +31,8 @@ __all__ = [
     "noise_like",
     "SeededNoise",
     "StepHook",
+    "Sampler",
+    "SAMPLERS",
     "sample_euler",
     "sample_heun",
     "sample_stochastic",
@@ -35,7 +41,8 @@ __all__ = [
     "forward_backward",
 ]
 
-StepHook = Callable[[int, Tensor, float, Tensor], None]
+#: ``hook(step)``: ``step`` holds ``i``, ``x``, ``sigma`` (or ``t``), ``denoised`` and maybe more (module docstring)
+StepHook = Callable[[dict[str, Any]], None]
 SamplerName = Literal["euler", "heun", "stochastic"]
 
 
@@ -68,6 +75,13 @@ class SeededNoise:
 NoiseSource = SeededNoise | torch.Generator | None
 
 
+class Sampler(Protocol):
+    """What every sampler is: ``x`` at ``grid[0]`` -> the state at ``grid[-1]``."""
+
+    def __call__(self, denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                 hook: StepHook | None = None) -> Tensor: ...
+
+
 def noise_like(x: Tensor, noise: NoiseSource) -> Tensor:
     """Standard normal noise shaped like ``x`` from ``noise``: per-sample seeds, a generator, or the global RNG."""
     if isinstance(noise, SeededNoise):
@@ -77,13 +91,18 @@ def noise_like(x: Tensor, noise: NoiseSource) -> Tensor:
     return torch.randn(x.shape, generator=noise, device=x.device, dtype=x.dtype)
 
 
-def _check_grid(sigmas: Tensor) -> Tensor:
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+def _steps(grid: Tensor) -> Iterator[tuple[int, float, float]]:
+    """``(i, sigma_i, sigma_{i+1})`` along a non-increasing grid, stopping at the first sigma = 0."""
+    sigmas = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
     if sigmas.numel() < 2:
         raise ValueError("a sigma grid needs at least two levels (start and end)")
     if bool((sigmas < 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
         raise ValueError(f"sigma grid must be non-negative and non-increasing, got {sigmas.tolist()}")
-    return sigmas
+    values = sigmas.tolist()
+    for i, (s, s_next) in enumerate(zip(values[:-1], values[1:], strict=True)):
+        if s == 0:
+            return
+        yield i, s, s_next
 
 
 def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
@@ -91,44 +110,41 @@ def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
 
 
 @torch.no_grad()
-def sample_euler(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, hook: StepHook | None = None) -> Tensor:
-    """First-order Euler steps of the probability-flow ODE over the grid ``sigmas`` (last entry usually 0)."""
-    sigmas = _check_grid(sigmas)
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        if s == 0:
-            break
+def sample_euler(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                 hook: StepHook | None = None) -> Tensor:
+    """First-order Euler steps of the probability-flow ODE over the grid (last entry usually 0); draws no noise."""
+    for i, s, s_next in _steps(grid):
         denoised = _denoise(denoiser, x, s)
         if hook is not None:
-            hook(i, x, s, denoised)
+            hook({"i": i, "x": x, "sigma": s, "denoised": denoised})
         x = x + (s_next - s) * (x - denoised) / s
     return x
 
 
 @torch.no_grad()
-def sample_heun(denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, hook: StepHook | None = None) -> Tensor:
-    """Heun's second-order method (EDM Alg. 1, no churn); the step onto sigma = 0 stays first order."""
-    sigmas = _check_grid(sigmas)
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        if s == 0:
-            break
+def sample_heun(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                hook: StepHook | None = None) -> Tensor:
+    """Heun's second-order method (EDM Alg. 1, no churn); the step onto sigma = 0 stays first order (no
+    ``corrector`` in its hook dict). Draws no noise."""
+    for i, s, s_next in _steps(grid):
         denoised = _denoise(denoiser, x, s)
-        if hook is not None:
-            hook(i, x, s, denoised)
         d = (x - denoised) / s
         x_next = x + (s_next - s) * d
+        step = {"i": i, "x": x, "sigma": s, "denoised": denoised}
         if s_next > 0:
-            d_next = (x_next - _denoise(denoiser, x_next, s_next)) / s_next
+            denoised_next = _denoise(denoiser, x_next, s_next)
+            step["corrector"] = {"x": x_next, "sigma": s_next, "denoised": denoised_next}
+            d_next = (x_next - denoised_next) / s_next
             x_next = x + (s_next - s) * 0.5 * (d + d_next)
+        if hook is not None:
+            hook(step)
         x = x_next
     return x
 
 
 @torch.no_grad()
-def sample_stochastic(
-    denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = None, hook: StepHook | None = None
-) -> Tensor:
+def sample_stochastic(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
+                      hook: StepHook | None = None) -> Tensor:
     """Ancestral sampling of the reverse SDE: from ``sigma`` to ``sigma_next`` the posterior
     ``p(x_{sigma_next} | x_sigma)`` of the VE process is ``N(x + (sigma_down - sigma) d, sigma_up^2)``,
     with ``sigma_up^2 = sigma_next^2 (sigma^2 - sigma_next^2) / sigma^2`` and
@@ -138,14 +154,10 @@ def sample_stochastic(
     ``x0``, so on coarse grids samples are under-dispersed (on a 2-D Gaussian with the exact
     denoiser: variance -15% with 60 EDM steps, -6% with 200, ~1% with 1000). Use fine grids for statistics.
     """
-    sigmas = _check_grid(sigmas)
-    for i in range(len(sigmas) - 1):
-        s, s_next = float(sigmas[i]), float(sigmas[i + 1])
-        if s == 0:
-            break
+    for i, s, s_next in _steps(grid):
         denoised = _denoise(denoiser, x, s)
         if hook is not None:
-            hook(i, x, s, denoised)
+            hook({"i": i, "x": x, "sigma": s, "denoised": denoised})
         var_up = s_next**2 * (s**2 - s_next**2) / s**2
         s_down = (s_next**2 - var_up) ** 0.5
         x = x + (s_down - s) * (x - denoised) / s
@@ -154,23 +166,16 @@ def sample_stochastic(
     return x
 
 
-def run_sampler(
-    sampler: SamplerName,
-    denoiser: Denoiser,
-    x: Tensor,
-    sigmas: Tensor,
-    *,
-    noise: NoiseSource = None,
-    hook: StepHook | None = None,
-) -> Tensor:
-    """Dispatch by name: ``"euler"``, ``"heun"`` or ``"stochastic"``."""
-    if sampler == "euler":
-        return sample_euler(denoiser, x, sigmas, hook=hook)
-    if sampler == "heun":
-        return sample_heun(denoiser, x, sigmas, hook=hook)
-    if sampler == "stochastic":
-        return sample_stochastic(denoiser, x, sigmas, noise=noise, hook=hook)
-    raise ValueError(f"unknown sampler {sampler!r}; choose 'euler', 'heun' or 'stochastic'")
+#: the sigma-space samplers by name (the OU ones, on a grid of OU times: :data:`diffuse_feat.ou.OU_SAMPLERS`)
+SAMPLERS: dict[str, Sampler] = {"euler": sample_euler, "heun": sample_heun, "stochastic": sample_stochastic}
+
+
+def run_sampler(sampler: SamplerName, denoiser: Denoiser, x: Tensor, sigmas: Tensor, *, noise: NoiseSource = None,
+                hook: StepHook | None = None) -> Tensor:
+    """The sampler :data:`SAMPLERS` names ``sampler``, run over the grid ``sigmas``."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"unknown sampler {sampler!r}; choose one of {', '.join(map(repr, SAMPLERS))}")
+    return SAMPLERS[sampler](denoiser, x, sigmas, noise=noise, hook=hook)
 
 
 @torch.no_grad()

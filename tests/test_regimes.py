@@ -26,13 +26,13 @@ from diffuse_feat.diagnostics.collapse import (
 )
 from diffuse_feat.ou import (
     merge_times,
-    ou_backward,
     ou_delta,
     ou_log_density,
     ou_sample,
     ou_score,
     ou_sigma,
     ou_time_grid,
+    sample_ou_ode,
 )
 from diffuse_feat.process import DDPM
 from diffuse_feat.regimes_theory import (
@@ -182,7 +182,7 @@ def test_probability_flow_ode_converges_to_the_gaussian_closed_form():
     errors = []
     for refine in (1, 2):
         grid = ou_time_grid(t_max, t_min, 0.02 / refine, 1.0, 150 * refine)
-        errors.append(float((ou_backward(gauss, x_start, grid, method="ode") - exact).abs().max()))
+        errors.append(float((sample_ou_ode(gauss, x_start, grid) - exact).abs().max()))
     assert errors[1] < 0.03
     assert errors[0] / errors[1] == pytest.approx(2.0, abs=0.3)  # Euler: first order
 
@@ -267,7 +267,7 @@ def test_last_change_time_and_the_tracker_agree():
     train = torch.eye(5, dtype=torch.float64) * 10
     tracker = NearestTrainTracker(train)
     for i, t in enumerate(times.tolist()):
-        tracker(i, train[indices[i]] * math.exp(-t), t, None)
+        tracker({"i": i, "x": train[indices[i]] * math.exp(-t), "t": t, "denoised": None})
     assert tracker.last_change_time.tolist() == [3.0, 1.0, 0.0]
 
 

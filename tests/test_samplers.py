@@ -72,7 +72,7 @@ def test_forward_backward_limits_and_hook():
     assert torch.equal(forward_backward(den, x0, 0.0), x0)
     seen = []
     out = forward_backward(den, x0, 3.0, num_steps=10, noise=SeededNoise(range(6)),
-                           hook=lambda i, x, s, d: seen.append((i, s, d.shape)))
+                           hook=lambda step: seen.append((step["i"], step["sigma"], step["denoised"].shape)))
     assert torch.allclose(out, pts.expand(6, 5), atol=1e-5)  # one training point: every trajectory ends on it
     assert [i for i, _, _ in seen] == list(range(10))
     sigmas = [s for _, s, _ in seen]
@@ -85,3 +85,42 @@ def test_sampler_rejects_bad_grid_and_negative_sigma():
         sample_heun(den, torch.zeros(2, 2), torch.tensor([1.0, 2.0]))
     with pytest.raises(ValueError, match="sigma must be finite and >= 0"):
         forward_backward(den, torch.zeros(2, 2), -1.0)
+
+
+def test_every_sampler_has_one_signature_and_hands_its_hook_one_dict():
+    """Euler, Heun, the ancestral sampler and the OU SDE/ODE: ``(denoiser, x, grid, *, noise=None, hook=None)``, each
+    hook call a dict with ``i``, ``x``, ``denoised`` and the grid's time (``sigma``, or ``t`` for OU); Heun's also holds
+    its corrector evaluation. The registries are lookups of exactly these."""
+    import inspect
+
+    from diffuse_feat.ou import OU_SAMPLERS, ou_time_grid
+    from diffuse_feat.samplers import SAMPLERS
+
+    assert set(SAMPLERS) == {"euler", "heun", "stochastic"} and set(OU_SAMPLERS) == {"sde", "ode"}
+    den = GaussianDenoiser.from_data(torch.randn(20, 3))
+    x = torch.randn(4, 3)
+    for name, sampler in [*SAMPLERS.items(), *(("ou_" + k, v) for k, v in OU_SAMPLERS.items())]:
+        params = inspect.signature(sampler).parameters
+        assert [(p.name, p.kind, p.default) for p in params.values()] == [
+            ("denoiser", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+            ("x", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+            ("grid", inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.empty),
+            ("noise", inspect.Parameter.KEYWORD_ONLY, None),
+            ("hook", inspect.Parameter.KEYWORD_ONLY, None)], name
+        time = "t" if name.startswith("ou_") else "sigma"
+        grid = ou_time_grid(2.0, 0.01, 0.5, 1.0, 3) if time == "t" else edm_sigma_grid(4, append_zero=True)
+        steps = []
+        sampler(den, x, grid, noise=torch.Generator().manual_seed(0), hook=steps.append)
+        assert [s["i"] for s in steps] == list(range(len(steps))) and len(steps) >= len(grid) - 1, name
+        for s in steps:
+            assert {"i", "x", time, "denoised"} <= set(s) and s["denoised"].shape == x.shape, name
+            if time == "sigma":  # the very evaluation the step used
+                assert torch.allclose(s["denoised"], den(s["x"], torch.full((4,), s["sigma"])), atol=1e-6)
+        corrected = [s for s in steps if "corrector" in s]
+        if name == "heun":  # every step but the last (onto sigma = 0) has a second, corrector evaluation
+            assert len(corrected) == len(steps) - 1
+            for s in corrected:
+                c = s["corrector"]
+                assert torch.allclose(c["denoised"], den(c["x"], torch.full((4,), c["sigma"])), atol=1e-6)
+        else:
+            assert not corrected, name

@@ -31,7 +31,8 @@ from ..capabilities import OracleLabels
 from ..denoisers.base import Denoiser
 from ..denoisers.empirical import EmpiricalDenoiser
 from ..errors import MissingGroundTruth
-from ..ou import Method, OUStepHook, merge_times, ou_denoise, ou_sigma, ou_step, ou_time_grid
+from ..ou import Method, merge_times, ou_denoise, ou_sigma, ou_step, ou_time_grid
+from ..samplers import StepHook
 from .collapse import NearestTrainTracker
 from .neighbors import nearest_neighbors
 
@@ -120,7 +121,7 @@ def run_clones(
     seed: int = 0,
     device=None,
     dtype: torch.dtype = torch.float32,
-    trunk_hook: OUStepHook | None = None,
+    trunk_hook: StepHook | None = None,
     denoise_final: bool = True,
     max_batch: int | None = None,
 ) -> ClonePairs:
@@ -152,7 +153,7 @@ def run_clones(
         denoised = _denoise_chunked(denoiser, x, t, max_batch) if not last or denoise_final else None
         if trunk_hook is not None:
             trunk_den = denoised[:num_pairs] if denoised is not None else ou_denoise(denoiser, x[:num_pairs], t)
-            trunk_hook(i, x[:num_pairs], t, trunk_den)
+            trunk_hook({"i": i, "x": x[:num_pairs], "t": t, "denoised": trunk_den})
         if last:
             break
         x = ou_step(x, denoised.to(dtype), t, t_list[i + 1], method, g)

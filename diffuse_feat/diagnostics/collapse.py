@@ -50,7 +50,7 @@ def nearest_train_index(x: Tensor, t: float, train: Tensor) -> tuple[Tensor, Ten
 
 
 class NearestTrainTracker:
-    """A step hook (``hook(i, x, t, denoised)``) for :func:`diffuse_feat.ou.ou_backward` that follows
+    """A step hook (``hook(step)``, :mod:`diffuse_feat.samplers`) for the OU samplers that follows
     ``mu*(t)`` at every grid time ``t <= t_max`` and keeps, per trajectory, the time since which it has not
     changed: after the last step, :attr:`last_change_time` is ``t_hat_C`` (censored at the first tracked time
     when ``mu*`` never changed). :attr:`index` and :attr:`distance` are ``mu*`` and its distance at the last call.
@@ -63,7 +63,8 @@ class NearestTrainTracker:
         self.last_change_time: Tensor | None = None
         self.num_calls = 0
 
-    def __call__(self, i: int, x: Tensor, t: float, denoised: Tensor) -> None:
+    def __call__(self, step: dict) -> None:
+        x, t = step["x"], step["t"]
         if t > self.t_max:
             return
         dist, idx = nearest_train_index(x, t, self.train.to(x.device))
