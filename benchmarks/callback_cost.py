@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 
 import callbacks
-from callbacks.base import DiagnosticCallback
+from callbacks import DiagnosticCallback
 from diffuse_feat.cli import DiffuseFeatCLI
 
 REPO = Path(__file__).resolve().parent.parent

@@ -2,9 +2,9 @@
 
 A DataModule declares a capability by inheriting its Protocol (every built-in one does, so
 ``capabilities_of(dm)`` and the README's table list exactly what it offers); a DataModule of your own may
-also just implement the methods, and the runtime checks accept it. A callback lists the capabilities it
-needs (``DiagnosticCallback.required_capabilities``) and :func:`check_capabilities` stops the run in
-``setup()``, before the first training step, with one sentence naming the callback, the DataModule and
+also just implement the methods, and the runtime checks accept it. A measurement lists the capabilities it
+needs (``Measurement.required_capabilities``) and :func:`check_capabilities` stops the run in
+``setup()`` of its callback, before the first training step, with one sentence naming the callback, the DataModule and
 what is missing. It stands below both ``data/`` (which implements the Protocols) and ``diagnostics/`` (which reads
 them), so neither imports the other.
 

@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import Tensor
 
+from .diagnostics.measurement import Measured, plain
 from .tensorboard_layout import sub_runs
 
 __all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
@@ -25,19 +25,13 @@ JSONL_NAME = "diagnostics.jsonl"
 
 
 def to_jsonable(value: Any) -> Any:
-    """Tensors and arrays to nested lists, non-finite floats to ``None`` (strict JSON)."""
-    if isinstance(value, Tensor):
-        value = value.detach().cpu()
-        value = value.item() if value.ndim == 0 else value.tolist()
-    elif isinstance(value, np.ndarray):
-        value = value.tolist()
-    elif isinstance(value, np.generic):
-        value = value.item()
+    """:func:`~diffuse_feat.diagnostics.measurement.plain` values with non-finite floats as ``None`` (strict JSON)."""
+    value = plain(value)
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
+    if isinstance(value, list):
         return [to_jsonable(v) for v in value]
     return value
 
@@ -85,22 +79,23 @@ class RunReporter:
         with open(self.jsonl_path, "a") as f:
             f.write(line + "\n")
 
-    def scalars(self, prefix: str, values: Mapping[str, Any], step: int) -> None:
-        """Every finite numeric entry of ``values`` as a TensorBoard scalar ``<prefix>/<key>``."""
+    def measured(self, prefix: str, measured: Measured, step: int) -> None:
+        """A measurement in TensorBoard: each finite number of its values as a scalar ``<prefix>/<key>``, each curve
+        as one chart ``<prefix>/<name>_by_<axis>`` with a line (a sub-run, :mod:`.tensorboard_layout`) per grid point.
+        Other loggers get the numbers of its ``diagnostics.jsonl`` record."""
         if not self.is_writer:
             return
-        flat = {}
-        for key, value in values.items():
-            if isinstance(value, Tensor) and value.numel() == 1:
-                value = value.item()
-            if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
-                flat[f"{prefix}/{key}"] = float(value)
+        scalars = {f"{prefix}/{key}": value for key, value in measured.scalars().items()}
+        points = [(f"{prefix}/{curve.chart(name)}", curve.line(point), value)
+                  for name, curve in measured.curves.items() for point, value in curve.points() if math.isfinite(value)]
         for w in self.writers:
-            # a curve over sigma: one chart with a line (sub-run) per sigma; the rest in the run itself
-            for tag, value in sub_runs(w).log(flat, step).items():
+            sub_runs(w).log(points, step)
+            for tag, value in scalars.items():
                 w.add_scalar(tag, value, step)
-        for logger in self.loggers:
-            logger.log_metrics(flat, step=step)
+        if self.loggers:
+            record = Measured(measured.record()).scalars()
+            for logger in self.loggers:
+                logger.log_metrics({f"{prefix}/{key}": value for key, value in record.items()}, step=step)
 
     def figure(self, tag: str, fig, step: int, close: bool = True) -> None:
         """``fig`` as one image per panel, ``<tag>/<index>_<panel title>`` (one image ``<tag>`` for a figure of

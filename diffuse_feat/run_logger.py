@@ -49,10 +49,10 @@ class RunLogger(TensorBoardLogger):
         if epoch is not None and epoch != self._epoch_written:
             metrics["epoch"], self._epoch_written = epoch, epoch
         prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
-        points = {prefix + key: metrics.pop(key) for key in list(metrics) if line_of(prefix + key) is not None}
+        points = [(*line_of(prefix + key), metrics.pop(key)) for key in list(metrics) if line_of(prefix + key)]
         if points:
-            sub_runs(self.experiment).log({tag: float(v.item() if isinstance(v, Tensor) else v)
-                                           for tag, v in points.items()}, step)
+            sub_runs(self.experiment).log([(chart, line, float(v.item() if isinstance(v, Tensor) else v))
+                                           for chart, line, v in points], step)
         if metrics:
             super().log_metrics(metrics, step)
 

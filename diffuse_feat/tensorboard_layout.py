@@ -1,16 +1,16 @@
 """Curves over sigma (or level, or time) as one TensorBoard chart each, with a line per value.
 
-A quantity measured at several noise levels comes as one scalar per level (``val/loss_by_sigma/sigma=0.02``,
-``diagnostics/fb/p_class_s0.5``). Written as such, TensorBoard's Time Series and Scalars tabs would show one card
-per level (54 cards in one RHM run). Instead, as ``SummaryWriter.add_scalars`` does, each point goes to a *sub-run*,
-a folder of the run named by its line (``<run>/sigma=0.02``, ``level=2``, ``t=0.5``; one sub-run per line, shared by
-all charts), under the chart's tag (``val/loss_by_sigma``, ``diagnostics/fb/p_class_by_sigma``): one card per
-quantity with one line per sub-run. The run's custom-scalar layout ("Custom Scalars" tab) has the same charts,
-grouped by prefix.
+A quantity measured at several noise levels is one value per level. Written as one scalar each, TensorBoard's Time
+Series and Scalars tabs would show one card per level (54 cards in one RHM run). Instead, as
+``SummaryWriter.add_scalars`` does, each point goes to a *sub-run*, a folder of the run named by its line
+(``<run>/sigma=0.02``, ``level=2``, ``t=0.5``; one sub-run per line, shared by all charts), under the chart's tag
+(``val/loss_by_sigma``, ``diagnostics/fb/p_class_by_sigma``): one card per quantity with one line per sub-run. The
+run's custom-scalar layout ("Custom Scalars" tab) has the same charts, grouped by prefix.
 
-Tag grammar: ``<chart>/sigma<...>`` (a bucket or level named by sigma), ``<chart>/<number>`` (a sigma), or
-``<chart>_s<number>`` / ``<chart>_t<number>`` / ``<chart>_level<number>`` (chart tag ``<chart>_by_sigma``,
-``_by_t``, ``_by_level``).
+A diagnostic hands its points over as ``(chart, line, value)`` (from a
+:class:`~diffuse_feat.diagnostics.measurement.Curve`). Lightning's ``self.log`` can only name a metric, so the
+modules name each point ``<chart>/sigma<...>`` (a bucket or level named by sigma) or ``<chart>/<number>`` (a sigma),
+and :func:`line_of` reads that one convention back for :class:`~diffuse_feat.run_logger.RunLogger`.
 
 :func:`sub_runs` gives the one :class:`SubRuns` of a writer, shared by every writer path (``RunLogger``,
 ``RunReporter``); its child writers are made on the first point of their line, so a run that logs no curve has no
@@ -22,14 +22,12 @@ from __future__ import annotations
 import os
 import re
 import weakref
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 __all__ = ["line_of", "layout_of", "sub_runs", "SubRuns"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
 _BY_NAME = re.compile(rf"^(?P<chart>.+)/(?P<line>sigma[^/]*|{_NUMBER})$")
-_BY_SUFFIX = re.compile(rf"^(?P<chart>.+?)_(?P<kind>s|t|level)(?P<value>{_NUMBER})$")
-_KIND = {"s": "sigma", "t": "t", "level": "level"}
 # a bucket's comparison as a folder name: sigma<0.05 -> sigma_lt_0.05 (no shell quoting, valid on every system)
 _COMPARISONS = (("<=", "_le_"), (">=", "_ge_"), ("<", "_lt_"), (">", "_gt_"))
 
@@ -41,17 +39,14 @@ def _folder_name(line: str) -> str:
 
 
 def line_of(tag: str) -> tuple[str, str] | None:
-    """``(chart tag, line name)`` when ``tag`` is one point of a curve over sigma/level/time, else None. The line
-    name is the sub-run's folder name (``sigma=0.02``, ``sigma_lt_0.05``, ``level=2``, ``t=0.5``)."""
+    """``(chart tag, line name)`` when a metric logged through Lightning is one point of a curve over sigma
+    (``val/loss_by_sigma/sigma=0.02``, ``val/acc/0.5``), else None. The line name is the sub-run's folder name
+    (``sigma=0.02``, ``sigma_lt_0.05``)."""
     match = _BY_NAME.match(tag)
-    if match:
-        line = match["line"]
-        return match["chart"], _folder_name(line if line.startswith("sigma") else f"sigma={line}")
-    match = _BY_SUFFIX.match(tag)
-    if match and "/" in tag:
-        kind = _KIND[match["kind"]]
-        return f"{match['chart']}_by_{kind}", _folder_name(f"{kind}={match['value']}")
-    return None
+    if match is None:
+        return None
+    line = match["line"]
+    return match["chart"], _folder_name(line if line.startswith("sigma") else f"sigma={line}")
 
 
 def layout_of(charts: Iterable[str]) -> dict[str, dict[str, list]]:
@@ -74,16 +69,12 @@ class SubRuns:
         self.children: dict[str, object] = {}
         self.charts: set[str] = set()
 
-    def log(self, scalars: Mapping[str, float], step: int) -> dict[str, float]:
-        """Write the points of curves in ``scalars`` to their sub-runs, add their charts to the layout; returns
-        the other scalars, for the caller to write to the run itself."""
-        others, written, new_charts = {}, set(), set()
-        for tag, value in scalars.items():
-            line = line_of(tag)
-            if line is None:
-                others[tag] = value
-                continue
-            chart, name = line
+    def log(self, points: Iterable[tuple[str, str, float]], step: int) -> None:
+        """Write each ``(chart tag, line, value)`` to the line's sub-run under the chart's tag, and add new charts to
+        the layout."""
+        written, new_charts = set(), set()
+        for chart, line, value in points:
+            name = _folder_name(line)
             self._child(name).add_scalar(chart, value, step)
             written.add(name)
             if chart not in self.charts:
@@ -93,7 +84,6 @@ class SubRuns:
         if new_charts:  # TensorBoard reads the last layout a run wrote
             self.charts |= new_charts
             self.writer.add_custom_scalars(layout_of(self.charts))
-        return others
 
     def _child(self, name: str):
         child = self.children.get(name)

@@ -52,7 +52,7 @@ class RanksAgree(Callback):
         self.path = path
 
     def on_train_end(self, trainer, pl_module):
-        from callbacks.base import DiagnosticCallback
+        from callbacks import DiagnosticCallback
 
         spread = {}
         for cb in trainer.callbacks:

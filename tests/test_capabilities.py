@@ -13,27 +13,29 @@ import torch
 
 import callbacks
 from diffuse_feat.backbones import MLP
-from diffuse_feat.data import (
-    BUILTIN_DATAMODULES,
+from diffuse_feat.capabilities import (
     CAPABILITIES,
-    DigitsDataModule,
-    GaussianMixtureDataModule,
     GaussianReference,
     LatentTrees,
-    LowRankGaussianDataModule,
-    MissingGroundTruth,
     MixtureTheory,
     OracleLabels,
     PlantedFeatures,
     PopulationScore,
-    RHMDataModule,
     TrainingSet,
-    TwoPatchDataModule,
     capabilities_of,
     capability_tables,
     check_capabilities,
 )
+from diffuse_feat.data import (
+    BUILTIN_DATAMODULES,
+    DigitsDataModule,
+    GaussianMixtureDataModule,
+    LowRankGaussianDataModule,
+    RHMDataModule,
+    TwoPatchDataModule,
+)
 from diffuse_feat.data.base import tensor_loader
+from diffuse_feat.errors import MissingGroundTruth
 from diffuse_feat.modules import DiffusionModule
 from diffuse_feat.reproduce.common import make_trainer
 

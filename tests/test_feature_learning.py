@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from callbacks.feature_learning import FeatureLearningCallback
 from diffuse_feat.backbones import MLP
 from diffuse_feat.backbones.patch_net import PatchNet
-from diffuse_feat.data import DigitsDataModule, MissingGroundTruth
+from diffuse_feat.data import DigitsDataModule
 from diffuse_feat.data.two_patch import NoisyImagePatchDataModule, TwoPatchDataModule
 from diffuse_feat.diagnostics.feature_alignment import (
     alignment_increments,
@@ -25,7 +25,7 @@ from diffuse_feat.diagnostics.feature_alignment import (
     linear_phase_increment_ratio,
     patch_view,
 )
-from diffuse_feat.errors import ConfigError
+from diffuse_feat.errors import ConfigError, MissingGroundTruth
 from diffuse_feat.losses import ExpectedNoisePredictionLoss, NoisePredictionLoss, expected_tied_quadratic_loss
 from diffuse_feat.modules import ClassificationModule, DiffusionModule
 from diffuse_feat.preconditioning import EDMPreconditioning, EpsilonPreconditioning

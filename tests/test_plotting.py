@@ -8,7 +8,7 @@ import torch
 from diffuse_feat.data import DigitsDataModule, GaussianMixtureDataModule, RHMDataModule
 from diffuse_feat.diagnostics.cloning import cloning_experiment
 from diffuse_feat.diagnostics.gaussian_structure import (
-    GaussianStructureSettings,
+    GaussianStructure,
     gaussian_structure_references,
     measure_gaussian_structure,
 )
@@ -33,9 +33,9 @@ def test_gaussian_structure_figure_from_the_gaussian_denoiser_itself(tmp_path):
     dm = DigitsDataModule(n_train=200, n_val=20)
     dm.setup()
     gaussian = dm.gaussian_denoiser()
-    settings = GaussianStructureSettings(num_pairs=6, num_sigmas=6, jacobian_sigmas=(1.0,), jacobian_points=1,
-                                         jacobian_k=3, jacobian_probes=4, num_distill_sigmas=3, num_samples=4,
-                                         sample_steps=4)
+    settings = GaussianStructure(num_pairs=6, num_sigmas=6, jacobian_sigmas=(1.0,), jacobian_points=1,
+                                 jacobian_k=3, jacobian_probes=4, num_distill_sigmas=3, num_samples=4,
+                                 sample_steps=4)
     device = torch.device("cpu")
     refs = gaussian_structure_references(dm.train_tensor(), gaussian, dm.empirical_denoiser(), dm.val_tensor(),
                                          True, settings, device)

@@ -13,7 +13,7 @@ import functools
 import pytest
 import torch
 
-from callbacks.base import diagnostic_mode
+from callbacks import diagnostic_mode
 from diffuse_feat.backbones.unet import UNet
 from diffuse_feat.cli import DiffuseFeatCLI, auto_precision
 from diffuse_feat.diagnostics.jacobian import denoiser_jacobian

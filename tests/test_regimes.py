@@ -327,7 +327,8 @@ def test_callback_reads_classes_with_a_classifier_checkpoint_or_says_what_is_mis
 
     from callbacks.regimes import RegimesCallback
     from diffuse_feat.backbones import MLP
-    from diffuse_feat.data import DigitsDataModule, MissingGroundTruth
+    from diffuse_feat.data import DigitsDataModule
+    from diffuse_feat.errors import MissingGroundTruth
     from diffuse_feat.modules import ClassificationModule
 
     dm = DigitsDataModule(classes=[1, 8], n_train=64, n_val=32, batch_size=32)

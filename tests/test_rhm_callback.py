@@ -12,6 +12,7 @@ from callbacks.forward_backward import ForwardBackwardCallback
 from diffuse_feat.backbones.mlp import MLP
 from diffuse_feat.data.digits import DigitsDataModule
 from diffuse_feat.data.rhm import RHMDataModule
+from diffuse_feat.diagnostics.forward_backward import image_probes
 from diffuse_feat.errors import MissingGroundTruth
 from diffuse_feat.modules.classification import ClassificationModule
 from diffuse_feat.modules.diffusion import DiffusionModule
@@ -81,9 +82,9 @@ def test_images_variant_probes_training_images_when_none_are_held_out():
     """The image configs hold nothing out (n_val = 0): the probes are then the first training images."""
     dm = DigitsDataModule(n_val=0, batch_size=64)
     dm.setup()
-    callback = ForwardBackwardCallback(mode="images", num_probes=5)
-    assert torch.equal(callback.image_probes(dm), dm.train_tensor()[:5])
+    measurement = ForwardBackwardCallback(mode="images", num_probes=5).measurement
+    assert torch.equal(image_probes(dm, measurement.num_probes), dm.train_tensor()[:5])
     model = DiffusionModule(functools.partial(MLP, width=16, depth=1), data_shape=(1, 8, 8)).eval()
-    values = callback.measure_images(dm, model, torch.device("cpu"))
-    assert len(values["change"]["pixels"]) == len(callback.sigmas)
+    values = measurement.measure(model, dm, device=torch.device("cpu")).values
+    assert len(values["change"]["pixels"]) == len(measurement.sigmas)
     assert all(math.isfinite(c) for c in values["change"]["pixels"])

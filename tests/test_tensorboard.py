@@ -9,6 +9,7 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
+from diffuse_feat.diagnostics.measurement import Curve, Measured
 from diffuse_feat.run_logger import RunLogger
 from diffuse_feat.tensorboard_layout import layout_of, line_of
 
@@ -19,17 +20,25 @@ from diffuse_feat.tensorboard_layout import layout_of, line_of
     ("train/loss_by_sigma/sigma=0.05-0.2", ("train/loss_by_sigma", "sigma=0.05-0.2")),
     ("train/loss_by_sigma/sigma>=5", ("train/loss_by_sigma", "sigma_ge_5")),
     ("val/acc/0.5", ("val/acc", "sigma=0.5")),
-    ("diagnostics/fb/p_class_s0.5", ("diagnostics/fb/p_class_by_sigma", "sigma=0.5")),
-    ("diagnostics/fb/change_3_s1e-05", ("diagnostics/fb/change_3_by_sigma", "sigma=1e-05")),
-    ("diagnostics/rhm/accuracy_level2", ("diagnostics/rhm/accuracy_by_level", "level=2")),
-    ("diagnostics/regimes/phi_t0.5", ("diagnostics/regimes/phi_by_t", "t=0.5")),
     ("train/loss", None),
     ("train/loss_by_sigma/all", None),
     ("lr-Adam", None),
     ("diagnostics/memorization/memorized_fraction", None),
+    ("diagnostics/fb/p_class_s0.5", None),  # a diagnostic's curve is never read back out of a name
 ])
-def test_which_tags_are_points_of_a_curve_and_on_which_line(tag, line):
+def test_which_lightning_metrics_are_points_of_a_curve_and_on_which_line(tag, line):
     assert line_of(tag) == line
+
+
+@pytest.mark.parametrize(("name", "axis", "point", "chart", "line", "key"), [
+    ("p_class", "sigma", 0.5, "p_class_by_sigma", "sigma=0.5", "p_class_s0.5"),
+    ("change_3", "sigma", 1e-05, "change_3_by_sigma", "sigma=1e-05", "change_3_s1e-05"),
+    ("accuracy", "level", 2, "accuracy_by_level", "level=2", "accuracy_level2"),
+    ("phi", "t", 0.5, "phi_by_t", "t=0.5", "phi_t0.5"),
+])
+def test_a_curve_names_its_chart_its_lines_and_its_jsonl_keys(name, axis, point, chart, line, key):
+    curve = Curve(axis, (point,), (1.0,))
+    assert (curve.chart(name), curve.line(point), curve.point_key(name, point)) == (chart, line, key)
 
 
 def test_a_charts_regex_takes_its_own_tag_and_no_neighbours():
@@ -107,7 +116,7 @@ def test_a_run_without_a_curve_or_off_rank_zero_has_no_sub_folder(tmp_path):
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
     logger.log_metrics({"train/loss": 1.0, "train/loss_by_sigma/all": 2.0}, 0)
     other_rank = RunReporter(logger.log_dir, writers=[logger.experiment], is_writer=False)
-    other_rank.scalars("diagnostics/fb", {"p_class_s0.5": 1.0}, 0)
+    other_rank.measured("diagnostics/fb", Measured({}, {"p_class": Curve("sigma", (0.5,), (1.0,))}), 0)
     other_rank.flush()
     logger.finalize("success")
     assert _sub_runs(Path(logger.log_dir)) == set()
@@ -119,9 +128,12 @@ def test_reporter_and_logger_share_the_sub_runs_and_the_layout(tmp_path):
 
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False, prefix="")
     reporter = RunReporter(logger.log_dir, writers=[logger.experiment])
+    measured = Measured({"accuracy": 0.9}, {"p_class": Curve("sigma", (0.1, 1), (0.25, 0.5)),
+                                             "change_2": Curve("level", (2,), (0.75,))})
     values = {"p_class_s0.1": 0.25, "p_class_s1": 0.5, "change_2_level2": 0.75, "accuracy": 0.9}
-    reporter.scalars("diagnostics/fb", values, 7)
-    reporter.record("fb", 7, values)
+    assert measured.record() == values
+    reporter.measured("diagnostics/fb", measured, 7)
+    reporter.record("fb", 7, measured.record())
     logger.log_metrics({"val/loss_by_sigma/sigma=1": 3.0}, 7)
     reporter.flush()
     logger.finalize("success")

@@ -13,7 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from callbacks.base import DiagnosticCallback
+from callbacks import DiagnosticCallback
 from diffuse_feat.backbones import MLP
 from diffuse_feat.cli import DiffuseFeatCLI, main
 from diffuse_feat.data import DigitsDataModule

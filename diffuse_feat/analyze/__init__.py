@@ -3,12 +3,14 @@ model you already have.
 
 The model (``SPEC``: a run checkpoint, a diffusers folder, ``python:module.attr``, or an exact reference of the
 data; :mod:`.denoiser_spec`) is measured over the data of a DataModule (``CONFIG``: a YAML of ``train.py``'s format,
-whose ``data`` section is used) by the same pure functions, with the same settings and figure, as the diagnostic's
-callback during training (:mod:`.runners`); ``DIR/<diagnostic>.json`` and ``DIR/<diagnostic>.png`` are written, and
-what the callback would log (TensorBoard events, a ``diagnostics.jsonl`` record) at step 0.
+whose ``data`` section is used) by the very measurement object the diagnostic's callback runs during training
+(:mod:`.table`: a name, or the dotted path of a ``Measurement`` class of your own); ``DIR/<diagnostic>.json`` and
+``DIR/<diagnostic>.png`` are written, and what the callback would log (TensorBoard events, a
+``diagnostics.jsonl`` record) at step 0.
 
-Settings are the callback's constructor arguments: its defaults, then those of the same callback in ``CONFIG``'s
-``trainer.callbacks`` (so a run's own ``config.yaml`` reproduces what the run logged), then ``--set name=value``.
+Settings are the measurement's constructor arguments: its defaults, then those of a callback measuring it in
+``CONFIG``'s ``trainer.callbacks`` (so a run's own ``config.yaml`` reproduces what the run logged), then
+``--set name=value``.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ from typing import Any
 import torch
 import yaml
 
+from ..diagnostic_callback import DiagnosticCallback
+from ..diagnostics.measurement import Measured, Measurement
 from ..errors import ConfigError, DataNotFoundError
+from ..modules.checkpoint import import_object
 from ..plotting import save_figure
 from ..process import SigmaOutOfRangeError
 from ..reporting import RunReporter, to_jsonable
 from ..tensorboard_layout import sub_runs
 from .denoiser_spec import SPEC_FORMS, DataShapedDenoiser, PythonModel, resolve_denoiser
-from .runners import DIAGNOSTICS, Job, Result, SigmaRange, build_settings, settings_defaults, settings_names
+from .table import DIAGNOSTICS, SigmaRange, build, diagnostic_named, narrow, settings_defaults, settings_names
 
 __all__ = ["analyze", "load_config", "datamodule_from_config", "DIAGNOSTICS", "SPEC_FORMS", "PythonModel"]
 
@@ -63,20 +68,26 @@ def datamodule_from_config(config: dict, path: str | os.PathLike = "CONFIG"):
     return datamodule
 
 
-def _settings_from_config(config: dict, settings_class: type, names: list[str]) -> dict[str, Any]:
-    """The init_args of the first callback of ``settings_class`` (or a subclass) in the config's trainer.callbacks."""
-    from ..modules.checkpoint import import_object
-
+def _settings_from_config(config: dict, measurement: type[Measurement], names: list[str]) -> dict[str, Any]:
+    """The settings of the first callback in the config's trainer.callbacks that measures ``measurement`` (or a
+    subclass): a named callback's own init_args (it builds its measurement from them), or a ``DiagnosticCallback``'s
+    ``measurement.init_args``."""
     callbacks = (config.get("trainer") or {}).get("callbacks") or []
     for entry in callbacks if isinstance(callbacks, list) else [callbacks]:
-        if not isinstance(entry, dict) or "class_path" not in entry:
-            continue
         try:
-            cls = import_object(entry["class_path"])
+            cls = import_object(entry["class_path"]) if isinstance(entry, dict) and "class_path" in entry else None
         except ConfigError:
             continue
-        if isinstance(cls, type) and issubclass(cls, settings_class):
-            return {k: v for k, v in (entry.get("init_args") or {}).items() if k in names}
+        if not (isinstance(cls, type) and issubclass(cls, DiagnosticCallback)):
+            continue
+        init_args = entry.get("init_args") or {}
+        spec = init_args.get("measurement")
+        if isinstance(spec, dict) and "class_path" in spec:
+            measured_class, init_args = import_object(spec["class_path"]), spec.get("init_args") or {}
+        else:
+            measured_class = type(cls(**init_args).measurement)  # a named callback builds its measurement
+        if isinstance(measured_class, type) and issubclass(measured_class, measurement):
+            return {k: v for k, v in init_args.items() if k in names}
     return {}
 
 
@@ -101,66 +112,64 @@ def analyze(diagnostic: str, denoiser: str, data: str | os.PathLike, out: str | 
             device: str | torch.device | None = None) -> dict[str, Any]:
     """Run ``diagnostic`` once on the denoiser ``denoiser`` names over the data of the YAML ``data``; write
     ``out/<diagnostic>.json`` (what is returned) and ``out/<diagnostic>.png``. Arguments as the command line's."""
-    if diagnostic not in DIAGNOSTICS:
-        raise ConfigError(f"diagnostic {diagnostic!r} is not one of {', '.join(DIAGNOSTICS)}; pick one of those")
-    chosen = DIAGNOSTICS[diagnostic]
+    chosen = diagnostic_named(diagnostic)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = load_config(data)
-    names = settings_names(chosen.settings_class)
+    names = settings_names(chosen.measurement)
     unknown = sorted(set(settings or {}) - set(names))
     if unknown:
         raise ConfigError(f"--set {unknown[0]}: {diagnostic} has no setting {unknown[0]!r}; its settings are "
                           f"{', '.join(names)}")
-    resolved = {**_settings_from_config(config, chosen.settings_class, names), **(settings or {})}
+    resolved = {**_settings_from_config(config, chosen.measurement, names), **(settings or {})}
     datamodule = datamodule_from_config(config, data)
     model, description = resolve_denoiser(denoiser, datamodule, ema=ema, python=python, timesteps=timesteps,
                                           device=device)
     _check_sigma_request(model, denoiser, sigma_min, sigma_max)
-    job = Job(model, datamodule, build_settings(chosen, resolved), set(settings or {}),
-              SigmaRange(model.sigma_min, model.sigma_max, sigma_min, sigma_max), device,
-              title=f"{diagnostic}: {denoiser}")
-    if chosen.narrow is not None:
-        resolved = chosen.narrow(job, resolved)
-        job.settings = build_settings(chosen, resolved)
+    resolved = narrow(chosen, resolved, SigmaRange(model.sigma_min, model.sigma_max, sigma_min, sigma_max),
+                      set(settings or {}))
+    measurement = build(chosen, resolved)
+    measurement.check(datamodule, needed_by=diagnostic)
     try:
-        result = chosen.run(job)
+        measured = measurement.measure(model, datamodule, device=device)
     except SigmaOutOfRangeError as err:
         raise SigmaOutOfRangeError(
             f"{diagnostic} asked --denoiser {denoiser} for sigma={err.sigma:.4g}, outside its noise range "
             f"{err.low:.4g} to {err.high:.4g}; keep --sigma-min/--sigma-max and the diagnostic's own noise levels "
             "(--set ...) inside it", err.sigma, err.low, err.high) from None
+    used = measurement.noise_range()
     payload = {
         "diagnostic": diagnostic,
         "denoiser": {"spec": denoiser, **description},
         "data": {"config": str(data), "datamodule": type(datamodule).__name__,
                  "data_shape": list(datamodule.data_shape)},
-        "settings": {**settings_defaults(chosen.settings_class), **resolved},
-        "sigma_range": {"model": [model.sigma_min, model.sigma_max], "used": list(result.sigma_used)},
-        "values": result.values,
+        "settings": {**settings_defaults(chosen.measurement), **resolved},
+        "sigma_range": {"model": [model.sigma_min, model.sigma_max], "used": list(used) if used else None},
+        "values": measured.record(),
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     payload = to_jsonable(payload)
     (out / f"{diagnostic}.json").write_text(json.dumps(payload, indent=1, allow_nan=False))
-    write_as_callback(out, getattr(job.settings, "name", diagnostic), result)
-    if result.figure is not None:
-        save_figure(result.figure, out / f"{diagnostic}.png")  # closes it
+    figure = measurement.figure(measured, title=f"{diagnostic}: {denoiser}")
+    write_as_callback(out, chosen.logged_as, measured, figure)
+    if figure is not None:
+        save_figure(figure, out / f"{diagnostic}.png")  # closes it
     return payload
 
 
-def write_as_callback(out: Path, name: str, result: Result) -> None:
-    """What the diagnostic's callback writes at a step, here at step 0: the values as TensorBoard scalars under
-    ``diagnostics/<name>``, a ``diagnostics.jsonl`` record (``read_jsonl`` reads both alike) and the figure under
-    ``figures/<name>`` (left open for the PNG)."""
+def write_as_callback(out: Path, name: str, measured: Measured, figure) -> None:
+    """What the diagnostic's callback writes at a step, here at step 0: the values as TensorBoard scalars and curves
+    under ``diagnostics/<name>``, a ``diagnostics.jsonl`` record (``read_jsonl`` reads both alike) and the figure
+    under ``figures/<name>`` (left open for the PNG)."""
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(log_dir=str(out))
     try:
         reporter = RunReporter(out, writers=[writer])
-        reporter.scalars(f"diagnostics/{name}", result.values, 0)
-        reporter.record(name, 0, result.values)
-        if result.figure is not None:
-            reporter.figure(f"figures/{name}", result.figure, 0, close=False)
+        reporter.measured(f"diagnostics/{name}", measured, 0)
+        reporter.record(name, 0, measured.record())
+        if figure is not None:
+            reporter.figure(f"figures/{name}", figure, 0, close=False)
     finally:
         sub_runs(writer).close()
         writer.close()

@@ -17,7 +17,7 @@ import yaml
 
 from ..errors import ConfigError, one_sentence_errors
 from . import DIAGNOSTICS, SPEC_FORMS, PythonModel, analyze
-from .runners import settings_names
+from .table import settings_names
 
 
 def _item(name: str, text: str, width: int) -> list[str]:
@@ -29,12 +29,13 @@ def _epilog() -> str:
     lines = ["diagnostics (settings: --set name=value):"]
     for name, diagnostic in DIAGNOSTICS.items():
         lines += _item(name, diagnostic.summary, 18)
-        lines += _item("", "settings: " + ", ".join(settings_names(diagnostic.settings_class)), 18)
+        lines += _item("", "settings: " + ", ".join(settings_names(diagnostic.measurement)), 18)
     lines += ["", "SPEC forms (--denoiser):"]
     for form, text in SPEC_FORMS.items():
         lines += _item(form, text, 25)
-    lines += ["", "Settings start from the diagnostic callback's defaults, then that callback's init_args in CONFIG's",
-              "trainer.callbacks (a run's config.yaml reproduces what the run logged), then --set.",
+    lines += ["", "A Measurement class of your own is named by its dotted path (my_module.MyMeasurement).",
+              "Settings start from the measurement's defaults, then the init_args of a callback measuring it in",
+              "CONFIG's trainer.callbacks (a run's config.yaml reproduces what the run logged), then --set.",
               "Noise levels stay inside the model's range (a DDPM table's, say): the diagnostic's own range is",
               "narrowed to it unless --sigma-min/--sigma-max say otherwise."]
     return "\n".join(lines)
@@ -45,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m diffuse_feat.analyze", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run one diagnostic once on a model you already have; writes DIR/<diagnostic>.json and .png.",
         epilog=_epilog())
-    parser.add_argument("diagnostic", metavar="<diagnostic>", help=f"one of {', '.join(DIAGNOSTICS)}")
+    parser.add_argument("diagnostic", metavar="<diagnostic>",
+                        help=f"one of {', '.join(DIAGNOSTICS)}, or my_module.MyMeasurement")
     parser.add_argument("--denoiser", required=True, metavar="SPEC", help="the model (SPEC forms below)")
     parser.add_argument("--data", required=True, type=Path, metavar="CONFIG",
                         help="a YAML of train.py's format; its data section gives the DataModule")

@@ -1,19 +1,6 @@
-"""LightningDataModules that expose the ground truth diagnostics need (:mod:`diffuse_feat.capabilities` lists it)."""
+"""LightningDataModules that expose the ground truth diagnostics need (the Protocols of
+:mod:`diffuse_feat.capabilities`, which every one of them declares by inheriting)."""
 
-from ..capabilities import (
-    CAPABILITIES,
-    GaussianReference,
-    LatentTrees,
-    MixtureTheory,
-    OracleLabels,
-    PlantedFeatures,
-    PopulationScore,
-    TrainingSet,
-    capabilities_of,
-    capability_tables,
-    check_capabilities,
-)
-from ..errors import MissingGroundTruth
 from .base import EpochSeededSampler, TensorDataModule
 from .digits import DigitsDataModule
 from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
@@ -28,20 +15,8 @@ BUILTIN_DATAMODULES = (DigitsDataModule, GaussianMixtureDataModule, LowRankGauss
 
 __all__ = [
     "BUILTIN_DATAMODULES",
-    "capability_tables",
     "TensorDataModule",
     "EpochSeededSampler",
-    "MissingGroundTruth",
-    "CAPABILITIES",
-    "TrainingSet",
-    "GaussianReference",
-    "PopulationScore",
-    "OracleLabels",
-    "MixtureTheory",
-    "LatentTrees",
-    "PlantedFeatures",
-    "capabilities_of",
-    "check_capabilities",
     "DigitsDataModule",
     "GaussianMixtureDataModule",
     "LowRankGaussianDataModule",

@@ -14,17 +14,38 @@ In the denoiser's early (linear) phase every filter moves along the same directi
 about ``n_j ||mu||^2 / ||xi||^2 = n SNR^2 / 2`` on two-patch data.
 
 Everything works on any backbone whose first layer is linear; filters that see the whole input
-rather than one patch are cut into per-patch views by :func:`patch_view`.
+rather than one patch are cut into per-patch views by :func:`patch_view`. :class:`FeatureAlignment` is the
+measurement: it reads the filters of a model (``backbone.first_layer_filters()``: ``PatchNet``, ``MLP``) and measures
+
+* ``signal``, ``noise``, ``ratio`` (and ``*_abs``), per class for a classifier whose filters feed one logit each
+  (``backbone.filter_classes()``), the quantities of Han et al.'s Figure 2;
+* ``signal_increment``, ``noise_increment``, ``increment_ratio``: mean changes since its first measurement, and
+  ``increment_ratio_theory``, the denoiser's linear-phase prediction (``~ n SNR^2 / 2`` on two-patch data);
+* ``signal_per_class``, ``noise_per_sample`` (lists).
+
+The directions come from the data (``PlantedFeatures``: ``signal_vectors()``, ``noise_patches()``). For data without
+known directions, ``directions`` given by the user are measured instead: ``direction<k>_max``, ``_max_abs``,
+``_mean_abs``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from ..capabilities import PlantedFeatures, TrainingSet
+from ..errors import ConfigError, ShapeError
+from ..plotting.feature_learning import alignment_figure
+from .measurement import Measured, Measurement, plain
+
 __all__ = [
+    "FeatureAlignment",
+    "load_directions",
     "alignments",
     "patch_view",
     "feature_learning_summary",
@@ -142,3 +163,109 @@ def direction_summary(alignment: Tensor, prefix: str = "direction") -> dict[str,
         for k, v in enumerate(values.tolist()):
             out[f"{prefix}{k}_{name}"] = v
     return out
+
+
+NO_DIRECTIONS_HINT = (
+    "pass directions=... (a [k, filter_width] tensor, nested list, or a .pt/.npy file) to project the filters onto "
+    "directions of your choice"
+)
+
+
+def load_directions(directions: Tensor | Sequence[Sequence[float]] | str) -> Tensor:
+    """User-given directions ``[k, filter_width]`` (float64) from a tensor, a nested list or a ``.pt``/``.npy`` file."""
+    if isinstance(directions, str | Path):
+        path = Path(directions)
+        if not path.is_file():
+            raise ConfigError(f"FeatureLearningCallback.directions: no file '{path}'; give a .pt or .npy file")
+        data = np.load(path) if path.suffix == ".npy" else torch.load(path, map_location="cpu", weights_only=True)
+        directions = torch.as_tensor(data)
+    out = torch.as_tensor(directions, dtype=torch.float64)
+    return out.reshape(1, -1) if out.ndim == 1 else out
+
+
+def _backbone(model):
+    return getattr(model, "backbone", model)  # a module's backbone (the EMA copy's when there is one)
+
+
+class FeatureAlignment(Measurement):
+    """Alignment of a model's first-layer filters with the signal vectors and the training noise patches.
+
+    Args:
+        directions: user-given directions ``[k, filter_width]`` for data without known features (tensor, nested list
+            or a ``.pt``/``.npy`` path); when set, only their projections are measured.
+        seed: unused (nothing is drawn: the probes are the whole training set's noise patches); kept so that every
+            measurement takes one.
+
+    The first measurement's alignments are the reference of the increments (:meth:`state_dict` keeps them, so a
+    resumed run continues them).
+    """
+
+    name = "feature_alignment"
+
+    def __init__(self, directions: Tensor | Sequence[Sequence[float]] | str | None = None, seed: int = 0):
+        self.directions = load_directions(directions) if directions is not None else None
+        self.seed = seed
+        self.initial: dict[str, Tensor] | None = None  # alignments at the first measurement (for increments)
+
+    def required_capabilities(self) -> tuple[type, ...]:
+        return () if self.directions is not None else (TrainingSet, PlantedFeatures)
+
+    def missing_capability_hint(self) -> str:
+        return NO_DIRECTIONS_HINT
+
+    def check(self, data, *, model=None, needed_by: str | None = None) -> None:
+        """As :meth:`Measurement.check`, and the model's backbone must expose its first-layer filters."""
+        super().check(data, model=model, needed_by=needed_by)
+        backbone = _backbone(model)
+        if model is not None and not callable(getattr(backbone, "first_layer_filters", None)):
+            raise ConfigError(
+                f"{needed_by or self.name} needs a backbone with a linear first layer exposing first_layer_filters() "
+                f"(e.g. PatchNet, MLP); {type(backbone).__name__} has none"
+            )
+
+    def references(self, data, data_shape) -> dict[str, Any]:
+        """The data's directions, labels and linear-phase theory (computed once per DataModule)."""
+        def compute():
+            refs: dict[str, Any] = {"data_shape": tuple(data_shape)}
+            refs["signal"], refs["noise"] = data.signal_vectors().double(), data.noise_patches().double()
+            refs["labels"] = data.train_labels()
+            refs["patches"] = (data.signal_patch, data.noise_patch)
+            refs["theory"] = linear_phase_increment_ratio(data.train_tensor(), refs["signal"], refs["noise"])
+            return refs
+
+        return self.cached(data, "references", compute)
+
+    def compute(self, model, data, device: torch.device) -> Measured:
+        backbone = _backbone(model)
+        filters = backbone.first_layer_filters()
+        classes = backbone.filter_classes() if callable(getattr(backbone, "filter_classes", None)) else None
+        if self.directions is not None:
+            if self.directions.shape[1] != filters.shape[1]:
+                raise ShapeError(f"{self.name}: directions have {self.directions.shape[1]} features but the "
+                                 f"first-layer filters have {filters.shape[1]}; give directions of that width")
+            projection = alignments(filters, self.directions)
+            return Measured(plain(direction_summary(projection)), artifacts={
+                "last": {"directions": projection.cpu()}, "filter_classes": classes})
+        refs = self.references(data, model.data_shape)
+        signal_patch, noise_patch = refs["patches"]
+        signal = alignments(patch_view(filters, refs["data_shape"], signal_patch), refs["signal"])
+        noise = alignments(patch_view(filters, refs["data_shape"], noise_patch), refs["noise"])
+        labels = refs["labels"].to(signal.device)
+        if self.initial is None:
+            self.initial = {"signal": signal.cpu(), "noise": noise.cpu()}
+        values = feature_learning_summary(signal, noise, labels, classes)
+        values.update(alignment_increments(signal, noise, self.initial["signal"].to(signal.device),
+                                           self.initial["noise"].to(signal.device), labels, classes))
+        values["increment_ratio_theory"] = refs["theory"]
+        return Measured(plain(values), artifacts={"last": {"signal": signal.cpu(), "noise": noise.cpu()},
+                                                  "filter_classes": classes, "theory": refs["theory"]})
+
+    def figure(self, measured: Measured, *, title: str | None = None, history: list[dict] | None = None):
+        art = measured.artifacts
+        return alignment_figure(art["last"], history or [], art.get("theory"), art["filter_classes"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"initial": self.initial}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.initial = state.get("initial")

@@ -1,24 +1,27 @@
 """Li, Dai, Qu (2024) on one model: is a denoiser becoming the Gaussian (Wiener) denoiser ``D_G`` of its training
 set, or the memorizing empirical denoiser ``D_M``?
 
-:func:`gaussian_structure_references` computes, once, everything a model is compared with on a fixed probe set
-with fixed noise: ``D_G``'s and ``D_M``'s outputs, linearity and distillation curves, ``D_G``'s samples and
-Jacobian spectra. :func:`measure_gaussian_structure` then measures any denoiser against them (a trained model,
-``D_G`` or ``D_M`` themselves): the linearity score, RMSE/NMSE to ``D_G`` and ``D_M``, linear distillation, the
-Jacobian (top singular values, overlap with the principal components, distance to ``J_G``), and samples from
-the same noise as ``D_G``'s with their memorized fraction. ``GaussianStructureCallback`` schedules it during
-training; the reproduction calls it on every training-set size.
+:class:`GaussianStructure` is the measurement. At its first measurement on a DataModule it computes, once,
+everything a model is compared with on a fixed probe set with fixed noise (:func:`gaussian_structure_references`):
+``D_G``'s and ``D_M``'s outputs, linearity and distillation curves, ``D_G``'s samples and Jacobian spectra.
+:func:`measure_gaussian_structure` then measures any denoiser against them (a trained model, ``D_G`` or ``D_M``
+themselves): the linearity score, RMSE/NMSE to ``D_G`` and ``D_M``, linear distillation, the Jacobian (top singular
+values, overlap with the principal components, distance to ``J_G``), and samples from the same noise as ``D_G``'s
+with their memorized fraction. ``GaussianStructureCallback`` schedules it during training; ``analyze`` runs it once
+on any model; the reproduction calls it on every training-set size.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from ..capabilities import GaussianReference, TrainingSet
+from ..plotting.gaussian_structure import plot_gaussian_structure
 from ..process import edm_sigma_grid
 from ..samplers import SamplerName, generate
 from .gaussian_distance import (
@@ -32,65 +35,111 @@ from .gaussian_distance import (
 )
 from .jacobian import gaussian_jacobian_distance, gaussian_jacobian_spectrum, jacobian_top_singular, subspace_overlap
 from .linearity import linearity_score, linearity_sigma_grid
+from .measurement import Curve, Measured, Measurement, plain
 from .memorization import memorization_scores
 
-__all__ = ["GaussianStructureSettings", "gaussian_structure_probe_pool", "gaussian_structure_references",
-           "measure_gaussian_structure", "sigma_key"]
+__all__ = ["GaussianStructure", "gaussian_structure_references", "measure_gaussian_structure"]
 
 
-def sigma_key(name: str, sigma: float) -> str:
-    """A scalar's key at one noise level, e.g. ``jacobian_distance_s1`` (a TensorBoard-safe tag)."""
-    return f"{name}_s{sigma:g}"
+class GaussianStructure(Measurement):
+    """Linearity, distance to the Gaussian and empirical denoisers, Jacobian, linear distillation, memorization.
 
+    Args:
+        num_pairs: linearity pairs; the distance probes are the ``2 num_pairs`` points of the pairs.
+        num_sigmas: levels of the EDM rho=7 grid from ``sigma_max`` to ``sigma_min`` (the paper uses 40).
+        alpha_sq: ``alpha^2`` of the linearity score (``beta^2 = 1 - alpha^2``).
+        mid_band: sigma range of the ``*_mid`` summaries (where sigma^2 is comparable to the data variances).
+        high_sigma: ``rmse_to_gaussian_high`` averages the RMSE to ``D_G`` over the grid's sigma >= this.
+        jacobian_sigmas: noise levels of the Jacobian analysis (empty: skip it).
+        jacobian_points: noisy probes per Jacobian sigma; jacobian_k: singular triplets and principal
+            components compared; jacobian_probes: random probes of the Frobenius-distance estimate.
+        distill: run the linear distillation (``4 d`` denoiser calls per sigma) on an EDM grid of
+            ``num_distill_sigmas`` levels (the paper's 10 sampling steps by default).
+        num_samples, sample_steps, sampler: the generated samples (seeds ``seed .. seed + num_samples - 1``).
+        sigma_min, sigma_max: the noise range of the grids and samplers (narrower for a model trained on a narrower
+            range, e.g. a DDPM table).
+        seed: the probe set, its noise and the samples (the same at every measurement).
 
-@dataclass(frozen=True)
-class GaussianStructureSettings:
-    """What to measure; ``GaussianStructureCallback``'s arguments say what each means."""
+    Probes are the data's held-out points (``val_tensor``) when it has at least two, else training points;
+    ``probes_held_out`` in every record says which. Subclass and override :meth:`select_probes` to choose others.
+    Curves: ``jacobian_distance`` and ``jacobian_pc_overlap`` over the Jacobian sigmas.
+    """
 
-    num_pairs: int = 100
-    num_sigmas: int = 20
-    alpha_sq: float = 0.5
-    mid_band: tuple[float, float] = (0.1, 10.0)
-    high_sigma: float = 10.0
-    jacobian_sigmas: Sequence[float] = (10.0, 1.0, 0.1)
-    jacobian_points: int = 2
-    jacobian_k: int = 8
-    jacobian_probes: int = 16
-    distill: bool = True
-    num_distill_sigmas: int = 10
-    num_samples: int = 32
-    sample_steps: int = 18
-    sampler: SamplerName = "heun"
-    seed: int = 0
-    name: str = "GaussianStructure"
-    #: the noise levels of the linearity and distillation grids and of the samplers (narrower for a model trained on
-    #: a narrower range, e.g. a DDPM table)
-    sigma_min: float = 0.002
-    sigma_max: float = 80.0
-    distill_sigmas: Tensor = field(init=False, repr=False)
+    name = "gaussian_structure"
+    requires = (TrainingSet, GaussianReference)
+    needs_grad = True
 
-    def __post_init__(self):
-        if self.num_pairs < 1 or self.num_sigmas < 2 or self.num_samples < 1:
-            raise ValueError(f"{self.name} needs num_pairs >= 1, num_sigmas >= 2 and num_samples >= 1")
-        if not 0 < self.alpha_sq < 1:
-            raise ValueError(f"{self.name}.alpha_sq must lie in (0, 1), got {self.alpha_sq}")
-        object.__setattr__(self, "mid_band", (float(self.mid_band[0]), float(self.mid_band[1])))
-        object.__setattr__(self, "jacobian_sigmas", [float(s) for s in self.jacobian_sigmas])
-        object.__setattr__(self, "distill_sigmas",
-                           edm_sigma_grid(self.num_distill_sigmas, self.sigma_min, self.sigma_max))
+    def __init__(
+        self,
+        num_pairs: int = 100,
+        num_sigmas: int = 20,
+        alpha_sq: float = 0.5,
+        mid_band: tuple[float, float] = (0.1, 10.0),
+        high_sigma: float = 10.0,
+        jacobian_sigmas: Sequence[float] = (10.0, 1.0, 0.1),
+        jacobian_points: int = 2,
+        jacobian_k: int = 8,
+        jacobian_probes: int = 16,
+        distill: bool = True,
+        num_distill_sigmas: int = 10,
+        num_samples: int = 32,
+        sample_steps: int = 18,
+        sampler: SamplerName = "heun",
+        sigma_min: float = 0.002,
+        sigma_max: float = 80.0,
+        seed: int = 0,
+    ):
+        if num_pairs < 1 or num_sigmas < 2 or num_samples < 1:
+            raise ValueError("GaussianStructure needs num_pairs >= 1, num_sigmas >= 2 and num_samples >= 1")
+        if not 0 < alpha_sq < 1:
+            raise ValueError(f"GaussianStructure.alpha_sq must lie in (0, 1), got {alpha_sq}")
+        self.num_pairs, self.num_sigmas, self.alpha_sq, self.high_sigma = num_pairs, num_sigmas, alpha_sq, high_sigma
+        self.mid_band = (float(mid_band[0]), float(mid_band[1]))
+        self.jacobian_sigmas = [float(s) for s in jacobian_sigmas]
+        self.jacobian_points, self.jacobian_k, self.jacobian_probes = jacobian_points, jacobian_k, jacobian_probes
+        self.distill, self.num_distill_sigmas = distill, num_distill_sigmas
+        self.num_samples, self.sample_steps, self.sampler = num_samples, sample_steps, sampler
+        self.sigma_min, self.sigma_max, self.seed = sigma_min, sigma_max, seed
+        self.distill_sigmas = edm_sigma_grid(num_distill_sigmas, sigma_min, sigma_max)
 
+    def noise_range(self) -> tuple[float, float]:
+        return self.sigma_min, self.sigma_max
 
-def gaussian_structure_probe_pool(datamodule) -> tuple[Tensor, bool]:
-    """Candidate probe points ``[m, *data_shape]`` and whether they are held out: the DataModule's held-out points
-    when it has at least two, else its training points."""
-    held_out = datamodule.val_tensor()
-    if held_out.shape[0] >= 2:
-        return held_out, True
-    return datamodule.train_tensor(), False
+    def select_probes(self, data) -> tuple[Tensor, bool]:
+        """Candidate probe points ``[m, *data_shape]`` and whether they are held out: the data's held-out points
+        when it has at least two, else its training points."""
+        held_out = data.val_tensor()
+        if held_out.shape[0] >= 2:
+            return held_out, True
+        warnings.warn("gaussian_structure: the data has no held-out points (n_val = 0); probing with training points",
+                      stacklevel=2)
+        return data.train_tensor(), False
+
+    def references(self, data, device: torch.device) -> dict[str, Any]:
+        """What every model is compared with on ``data`` (computed at the first measurement, then reused)."""
+        def compute():
+            pool, held_out = self.select_probes(data)
+            return gaussian_structure_references(data.train_tensor().to(device), data.gaussian_denoiser().to(device),
+                                                 data.empirical_denoiser().to(device), pool, held_out, self, device)
+
+        return self.cached(data, f"references:{device}", compute)
+
+    def compute(self, denoiser, data, device: torch.device) -> Measured:
+        refs = self.references(data, device)
+        values, samples, nearest = measure_gaussian_structure(denoiser, refs, self, device)
+        jacobian = values.pop("jacobian", {})
+        curves = {key: Curve("sigma", self.jacobian_sigmas, column) for key, column in jacobian.items()}
+        return Measured(plain(values), curves, artifacts={
+            "samples": samples.cpu(), "nearest": nearest.cpu(), "gaussian_samples": refs["gaussian_samples"].cpu()})
+
+    def figure(self, measured: Measured, *, title: str | None = None, history=None):
+        art = measured.artifacts
+        return plot_gaussian_structure(measured.values, art.get("samples"), art.get("gaussian_samples"),
+                                       art.get("nearest"), mid_band=self.mid_band, title=title or "")
 
 
 def gaussian_structure_references(train: Tensor, gaussian, empirical, pool: Tensor, held_out: bool,
-                                  settings: GaussianStructureSettings, device: torch.device) -> dict[str, Any]:
+                                  settings: GaussianStructure, device: torch.device) -> dict[str, Any]:
     """The probe set (pairs drawn from ``pool``, seeded), its noise, and ``D_G``'s and ``D_M``'s measurements.
 
     Args:
@@ -134,18 +183,19 @@ def gaussian_structure_references(train: Tensor, gaussian, empirical, pool: Tens
     return refs
 
 
-def _mid_band_mask(settings: GaussianStructureSettings, sigmas: Tensor) -> Tensor:
+def _mid_band_mask(settings: GaussianStructure, sigmas: Tensor) -> Tensor:
     lo, hi = settings.mid_band
     mask = (sigmas >= lo) & (sigmas <= hi)
     if not bool(mask.any()):
-        raise ValueError(f"{settings.name}: no sigma of the grid lies in mid_band={settings.mid_band}; widen it")
+        raise ValueError(f"gaussian_structure: no sigma of the grid lies in mid_band={settings.mid_band}; widen it")
     return mask
 
 
-def measure_gaussian_structure(model, refs: dict[str, Any], settings: GaussianStructureSettings,
+def measure_gaussian_structure(model, refs: dict[str, Any], settings: GaussianStructure,
                                device: torch.device) -> tuple[dict[str, Any], Tensor, Tensor]:
-    """Measure the denoiser ``model`` against ``refs``: returns the values (scalars and curves against sigma),
-    the model's samples and the nearest training point to each."""
+    """Measure the denoiser ``model`` against ``refs``: returns the values (scalars, curves against sigma, and
+    ``jacobian``: ``{"jacobian_distance": [...], "jacobian_pc_overlap": [...]}`` over the Jacobian sigmas), the model's
+    samples and the nearest training point to each."""
     sigmas, mid = refs["sigmas"], _mid_band_mask(settings, refs["sigmas"])
     out = denoise_on_probes(model, refs["clean"], sigmas, refs["flat_noise"])
     num_pairs = refs["x1"].shape[0]  # the probes are [x1; x2]: their outputs are half the linearity score's calls
@@ -194,11 +244,11 @@ def measure_gaussian_structure(model, refs: dict[str, Any], settings: GaussianSt
     return {**values, **curves, **refs["curves"]}, gen["samples"], nearest
 
 
-def _jacobian(model, refs: dict[str, Any], curves: dict[str, Any], settings: GaussianStructureSettings
-              ) -> dict[str, float]:
+def _jacobian(model, refs: dict[str, Any], curves: dict[str, Any], settings: GaussianStructure
+              ) -> dict[str, dict[str, list[float]]]:
     if not settings.jacobian_sigmas:
         return {}
-    values, tops = {}, []
+    values, tops = {"jacobian_distance": [], "jacobian_pc_overlap": []}, []
     for sigma, points in zip(settings.jacobian_sigmas, refs["jacobian_inputs"], strict=True):
         dist, overlap, top = [], [], []
         for i, x in enumerate(points):
@@ -207,9 +257,9 @@ def _jacobian(model, refs: dict[str, Any], curves: dict[str, Any], settings: Gau
             overlap.append(float(subspace_overlap(u, refs["pcs"])))
             dist.append(float(gaussian_jacobian_distance(model, x, sigma, refs["gaussian"],
                                                          num_probes=settings.jacobian_probes, seed=settings.seed + i)))
-        values[sigma_key("jacobian_distance", sigma)] = sum(dist) / len(dist)
-        values[sigma_key("jacobian_pc_overlap", sigma)] = sum(overlap) / len(overlap)
+        values["jacobian_distance"].append(sum(dist) / len(dist))
+        values["jacobian_pc_overlap"].append(sum(overlap) / len(overlap))
         tops.append(torch.stack(top).mean(0))
     curves.update(jacobian_sigmas=settings.jacobian_sigmas, jacobian_top_singular=torch.stack(tops),
                   gaussian_jacobian_top=torch.stack(refs["gaussian_jacobian_top"]))
-    return values
+    return {"jacobian": values}

@@ -46,11 +46,6 @@ __all__ = [
     "bp_gaussian_forward_backward",
     "learned_forward_backward",
     "image_forward_backward",
-    "forward_backward_probes",
-    "image_probes",
-    "bp_reference_curves",
-    "forward_backward_values",
-    "image_forward_backward_values",
     "classifier_read_out",
     "normalized_change",
     "channel_stats",
@@ -316,57 +311,6 @@ def image_forward_backward(
             if kept is not None:
                 out["change_class_kept"][name].append(float(change[kept].mean()) if kept.any() else math.nan)
     return out
-
-
-# ----- what the forward-backward callback measures, as plain functions of a DataModule ----------------------------
-def forward_backward_probes(datamodule, num_probes: int, seed: int) -> tuple[Tensor, list[Tensor], list[int]]:
-    """RHM probes: the first ``num_probes`` validation strings, their trees, and one noise seed each."""
-    x0 = datamodule.val_tensor()[:num_probes]
-    seeds = list(range(seed, seed + x0.shape[0]))
-    return x0, [t[: x0.shape[0]] for t in datamodule.val_trees()], seeds
-
-
-def image_probes(datamodule, num_probes: int) -> Tensor:
-    """The first ``num_probes`` held-out images, or training images when the data holds none out (the image configs
-    train on every image: ``n_val = 0``)."""
-    held_out = datamodule.val_tensor()
-    pool = held_out if held_out.shape[0] > 0 else datamodule.train_tensor()
-    return pool[:num_probes]
-
-
-def bp_reference_curves(bp: RHMBeliefPropagation, x0: Tensor, trees: Sequence[Tensor], sigmas: Sequence[float],
-                        seeds: Sequence[int], seed: int) -> dict[str, list]:
-    """Exact BP forward-backward on the probes with the very noise a learned model sees (``SeededNoise(seeds)``)."""
-    noise = SeededNoise(seeds).randn_like(x0)
-    return bp_gaussian_forward_backward(bp, x0, trees, sigmas, noise, seed=seed)
-
-
-def forward_backward_values(sigmas: Sequence[float], learned: dict, exact: dict) -> dict[str, object]:
-    """The scalars (``p_class_s<sigma>``, ``p_leaves_s<sigma>``, ``p_valid_s<sigma>``, ``bp_p_class_s<sigma>``) and
-    curves of one RHM measurement: :func:`learned_forward_backward` next to :func:`bp_reference_curves`."""
-    values: dict[str, object] = {}
-    for i, sigma in enumerate(sigmas):
-        values[f"p_class_s{sigma:g}"] = learned["p_class"][i]
-        values[f"p_leaves_s{sigma:g}"] = learned["p_unchanged"][i][-1]
-        values[f"p_valid_s{sigma:g}"] = learned["p_valid"][i]
-        values[f"bp_p_class_s{sigma:g}"] = exact["p_class"][i]
-    values.update(sigma=list(sigmas), p_class=learned["p_class"], p_unchanged=learned["p_unchanged"],
-                  p_valid=learned["p_valid"], bp_p_class=exact["p_class"], bp_p_unchanged=exact["p_unchanged"])
-    return values
-
-
-def image_forward_backward_values(sigmas: Sequence[float], result: dict) -> dict[str, object]:
-    """The scalars (``p_class_s<sigma>``, ``change_<depth>_s<sigma>``) and curves of :func:`image_forward_backward`."""
-    values: dict[str, object] = {}
-    for i, sigma in enumerate(sigmas):
-        if "p_class" in result:
-            values[f"p_class_s{sigma:g}"] = result["p_class"][i]
-        for depth in result["depths"]:
-            values[f"change_{depth}_s{sigma:g}"] = result["change"][depth][i]
-    values.update(sigma=list(sigmas), depths=result["depths"], change=result["change"])
-    if "p_class" in result:
-        values["p_class"] = result["p_class"]
-    return values
 
 
 # ----- reading curves ----------------------------------------------------------------------------------------------

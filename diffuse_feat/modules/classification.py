@@ -3,6 +3,7 @@ optionally trained on noised inputs so the class can be read at every noise leve
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +19,7 @@ from ..per_sample import append_dims, as_sigma
 from ..sigma_sampling import SigmaSampler
 from .base import BackboneModule, OptimizerFactory
 
-__all__ = ["ClassificationModule"]
+__all__ = ["ClassificationModule", "load_classifier"]
 
 
 class ClassificationModule(BackboneModule):
@@ -110,3 +111,9 @@ class ClassificationModule(BackboneModule):
             self.log(f"val/acc_by_sigma/sigma={sigma_value:g}", metric, on_epoch=True, batch_size=x.shape[0])
         clean = self.logits_unchecked(x, torch.zeros(x.shape[0], device=x.device))
         self.log("val/loss", self.loss(clean, y), on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
+
+
+def load_classifier(checkpoint: str | os.PathLike, device: torch.device | str = "cpu") -> ClassificationModule:
+    """The trained :class:`ClassificationModule` of a checkpoint, on ``device`` in eval mode: what a diagnostic reads
+    classes (or hidden activations) with. The file is unpickled, as by Lightning's ``load_from_checkpoint``."""
+    return ClassificationModule.load_from_checkpoint(checkpoint, map_location=device, weights_only=False).eval()

@@ -9,7 +9,8 @@
   expectation over the noise) and once as a classifier (logistic loss, clean inputs). Each run has
   ``objective``, ``n``, ``snr``, ``n_snr2``, final ``signal`` = mean_j max_r <w_r, mu_j>, ``noise`` =
   mean_i max_r <w_r, xi_i> (own-class filters for the classifier), ``ratio`` and the ``curves`` over training
-  (from :class:`~callbacks.feature_learning.FeatureLearningCallback`); diffusion runs add the early
+  (from :class:`~diffuse_feat.diagnostics.feature_alignment.FeatureAlignment`, measured during training as
+  ``FeatureLearningCallback`` does); diffusion runs add the early
   ``increment_ratio`` against its linear-phase theory (``~ n SNR^2 / 2``), classifier runs the test accuracy;
 * ``threshold``: where the classifier's ratio crosses 1 (log-log interpolation on the grid);
 * ``noisy_digits``: the Noisy-MNIST-style comparison on scikit-learn digits 0 vs 1 (the image as the signal
@@ -56,10 +57,10 @@ from pathlib import Path
 
 import torch
 
-from callbacks.feature_learning import FeatureLearningCallback
-
 from ..backbones.patch_net import PatchNet
 from ..data.two_patch import NoisyImagePatchDataModule, TwoPatchDataModule, _SignalNoisePatches
+from ..diagnostic_callback import DiagnosticCallback
+from ..diagnostics.feature_alignment import FeatureAlignment
 from ..errors import ConfigError
 from ..losses import ExpectedNoisePredictionLoss
 from ..modules import ClassificationModule, DiffusionModule
@@ -134,7 +135,9 @@ def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, lo
                                      eval_sigmas=(0.0,), optimizer=torch.optim.SGD, lr=cfg.classification_lr,
                                      seed=seed)
         steps, every = cfg.classification_steps, cfg.classification_every
-    probe = FeatureLearningCallback(every_n_steps=every, figure_every_n_steps=0, histograms=False)
+    # from initialisation, every `every` steps; one figure, of the end
+    probe = DiagnosticCallback(FeatureAlignment(), every_n_steps=every, at_train_start=True, figure_every_n_steps=0,
+                               name="FeatureLearningCallback")
     trainer = make_trainer(max_steps=steps, callbacks=[probe], limit_val_batches=0, log_every_n_steps=every,
                            log_dir=log_dir, name=name, accelerator="cpu", devices=1)
     trainer.fit(model, datamodule=dm)
@@ -148,7 +151,8 @@ def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, lo
     }
     if objective == "diffusion":
         early = min(history[1:], key=lambda h: abs(h["step"] * lr - early_gd_time(dm.n_snr2)))
-        run.update(filter_spread(probe.last["signal"], probe.last["noise"]))
+        last = probe.last.artifacts["last"]
+        run.update(filter_spread(last["signal"], last["noise"]))
         run.update(lr=lr, early_step=early["step"], early_gd_time=early["step"] * lr,
                    early_increment_ratio=early["increment_ratio"],
                    increment_ratio_theory=final["increment_ratio_theory"],

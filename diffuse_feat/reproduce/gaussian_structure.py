@@ -2,7 +2,8 @@
 
 The same backbone (an EDM-preconditioned MLP) is trained on nested subsets of scikit-learn's 8x8 digits, from a
 few dozen images to all of them, with ``--seeds`` seeds per size (default 3). At the end of each run
-:class:`~callbacks.gaussian_structure.GaussianStructureCallback` measures, against the Gaussian (Wiener)
+:class:`~diffuse_feat.diagnostics.gaussian_structure.GaussianStructure` (the measurement ``GaussianStructureCallback``
+runs during training) measures, against the Gaussian (Wiener)
 denoiser ``D_G`` and the empirical denoiser ``D_M`` of that run's training set, on held-out digits:
 the linearity score over the paper's 40-level EDM sigma grid, the RMSE to ``D_G`` and ``D_M`` (mid band
 0.1 <= sigma <= 10, and ``rmse_to_gaussian_high`` over sigma >= 10), the linear distillation error and the
@@ -62,18 +63,18 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from callbacks.ema import EMA
-from callbacks.gaussian_structure import GaussianStructureCallback
-from diffuse_feat.backbones import MLP
-from diffuse_feat.data.base import EpochSeededSampler, tensor_loader
-from diffuse_feat.data.digits import DigitsDataModule
-from diffuse_feat.errors import ConfigError
-from diffuse_feat.losses import DenoisingScoreMatching
-from diffuse_feat.modules import DiffusionModule
-from diffuse_feat.plotting import plt, save_figure
-from diffuse_feat.reporting import to_jsonable
-from diffuse_feat.sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
-
+from ..backbones import MLP
+from ..data.base import EpochSeededSampler, tensor_loader
+from ..data.digits import DigitsDataModule
+from ..diagnostic_callback import DiagnosticCallback
+from ..diagnostics.gaussian_structure import GaussianStructure
+from ..ema import EMA
+from ..errors import ConfigError
+from ..losses import DenoisingScoreMatching
+from ..modules import DiffusionModule
+from ..plotting import plt, save_figure
+from ..reporting import to_jsonable
+from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
 from .common import make_trainer, map_in_processes, pick_device, quiet, write_json
 from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
 from .seeds import exceeds, summarize_over_seeds
@@ -148,8 +149,9 @@ def training_sigmas() -> MixtureSigma:
 
 
 def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device, width: int, depth: int,
-                      num_samples: int, log_dir: Path | None) -> tuple[dict[str, Any], GaussianStructureCallback]:
-    """Train one model on ``n_train`` digits for ``steps`` steps; return the callback's final record."""
+                      num_samples: int, log_dir: Path | None) -> DiagnosticCallback:
+    """Train one model on ``n_train`` digits for ``steps`` steps, measured at the end (EMA weights) by the callback
+    returned: its ``history[-1]`` is the final record, ``last`` the measurement (samples included)."""
     n_val = HELD_OUT if n_train <= TOTAL - HELD_OUT else 0
     data = FixedEpochDigits(n_train=n_train, n_val=n_val, seed=seed, batch_size=128, steps_per_epoch=250,
                             full_batches=True)
@@ -160,13 +162,13 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
                             lr_warmup_steps=100, seed=seed, loss=DenoisingScoreMatching(training_sigmas()),
                             optimizer=functools.partial(torch.optim.Adam, fused=True))
     # no Jacobian analysis: the sweep reports none of it, and it is a third of the measuring time
-    probe = GaussianStructureCallback(every_n_steps=0, at_train_end=True, num_pairs=HELD_OUT // 2, num_sigmas=40,
-                                      num_samples=num_samples, seed=seed, jacobian_sigmas=())
+    probe = DiagnosticCallback(GaussianStructure(num_pairs=HELD_OUT // 2, num_sigmas=40, num_samples=num_samples,
+                                                 seed=seed, jacobian_sigmas=()), every_n_steps=0, name=NAME)
     ema = EMA(decay=0.995, update_starting_at_step=100)
     trainer = make_trainer(max_steps=steps, callbacks=[ema, probe], log_dir=log_dir, name=f"n{n_train}_seed{seed}",
                            limit_val_batches=0, accelerator=device.type, devices=1, log_every_n_steps=50)
     trainer.fit(model, datamodule=data)
-    return probe.history[-1], probe
+    return probe
 
 
 def _one_run(n: int, seed: int, steps: int, device: str, width: int, depth: int, num_samples: int, threads: int,
@@ -174,11 +176,12 @@ def _one_run(n: int, seed: int, steps: int, device: str, width: int, depth: int,
     """One (size, seed) run as plain data (it may run in a worker process)."""
     start, cpu_start = time.perf_counter(), time.process_time()
     with quiet(threads=threads, ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
-        record, probe = train_and_measure(n, steps, seed, torch.device(device), width, depth, num_samples, log_dir)
+        probe = train_and_measure(n, steps, seed, torch.device(device), width, depth, num_samples, log_dir)
+    record, art = probe.history[-1], probe.last.artifacts
     keep = {k: to_jsonable(record[k]) for k in (*SUMMARY_KEYS, *CURVE_KEYS, "sigmas", "distill_sigmas") if k in record}
     keep.update(probes_held_out=bool(record["probes_held_out"]), seconds=time.perf_counter() - start,
                 cpu_seconds=time.process_time() - cpu_start)
-    return keep, (probe.last_samples, probe.reference_samples, probe.last_nearest)
+    return keep, (art["samples"], art["gaussian_samples"], art["nearest"])
 
 
 def _check_sizes(sizes: list[int]) -> None:
@@ -222,8 +225,8 @@ def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
         "lr": {f"n_train >= {SMALL_N}": LR, f"n_train < {SMALL_N}": SMALL_N_LR},
         "backbone": {"class": "MLP", "width": width, "depth": depth},
         "held_out_probes": HELD_OUT,
-        "mid_band": list(GaussianStructureCallback().mid_band),
-        "high_sigma": GaussianStructureCallback().settings.high_sigma,
+        "mid_band": list(GaussianStructure().mid_band),
+        "high_sigma": GaussianStructure().high_sigma,
         "sigmas": first["sigmas"],
         "distill_sigmas": first.get("distill_sigmas"),
         "sources": SOURCES,

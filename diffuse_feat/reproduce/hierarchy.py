@@ -41,13 +41,11 @@ from ..backbones.tree_unet import TreeUNet
 from ..data.digits import DigitsDataModule
 from ..data.rhm import RHMDataModule, RHMGrammar
 from ..denoisers.rhm_bp import RHMBeliefPropagation
+from ..diagnostics.forward_backward import ForwardBackward
 from ..diagnostics.hierarchy import (
     bp_forward_backward,
-    bp_gaussian_forward_backward,
     classifier_read_out,
     crossing_point,
-    image_forward_backward,
-    learned_forward_backward,
     mean_field_class_curve,
     mean_field_threshold,
 )
@@ -57,11 +55,10 @@ from ..modules.classification import ClassificationModule
 from ..modules.diffusion import DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EDMPreconditioning
-from ..samplers import SeededNoise
 from ..sigma_sampling import LogUniformSigma
 from .common import fit_quietly, pick_device, write_json, write_results
 from .seeded_tasks import add_seed_arguments, check_workers, run_tasks, seeds_of, summarize_tree
-from .seeds import exceeds
+from .seeds import exceeds, mean_and_se
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
 
@@ -154,21 +151,30 @@ def learned(cfg: Settings, seed: int, device: torch.device, grammar: dict[str, i
                                        preconditioning=EDMPreconditioning(dm.data_std), encoding_scale=dm.scale,
                                        encoding_center=dm.center, lr=3e-3, lr_warmup_steps=100, seed=seed)
     model = fit_quietly(model, dm, cfg.rhm_steps, device, check_val_every_n_epoch=None)
-    x0, trees = dm.val_tensor(), dm.val_trees()
-    seeds = list(range(seed, seed + x0.shape[0]))
-    with torch.no_grad():  # the sampler stops at sigma 0.02, where every symbol is already certain: below it the
-        # model extrapolates (its log-normal training density barely reaches 0.002) and flipped ~8% of strings
-        res = learned_forward_backward(model, x0.to(device), trees, LEARNED_SIGMAS, dm.parse, seeds=seeds,
-                                       num_steps=cfg.rhm_sampler_steps, sigma_min=LEARNED_SIGMA_MIN)
-    bp = bp_gaussian_forward_backward(dm.bp_denoiser(), x0, trees, LEARNED_SIGMAS,
-                                      SeededNoise(seeds).randn_like(x0), seed=seed)
+    # every held-out string, and exact BP on the very same noisy inputs; the sampler stops at sigma 0.02, where every
+    # symbol is already certain: below it the model extrapolates (its log-normal training density barely reaches
+    # 0.002) and flipped ~8% of strings
+    measured = ForwardBackward(sigmas=LEARNED_SIGMAS, num_probes=cfg.rhm_probes, num_steps=cfg.rhm_sampler_steps,
+                               sigma_min=LEARNED_SIGMA_MIN, seed=seed).measure(model, dm, device=device)
+    res, bp = measured.artifacts["learned"], measured.artifacts["exact"]
     diff = [abs(a - b) for a, b in zip(res["p_class"], bp["p_class"], strict=True)]
     return {**grammar, "scale": dm.scale, "training_steps": cfg.rhm_steps, "batch_size": cfg.rhm_batch,
-            "width": cfg.rhm_width, "num_probes": x0.shape[0], "sigma": list(LEARNED_SIGMAS), "model": res, "bp": bp,
-            "max_abs_diff_p_class": max(diff)}
+            "width": cfg.rhm_width, "num_probes": dm.val_tensor().shape[0], "sigma": list(LEARNED_SIGMAS),
+            "model": res, "bp": bp, "max_abs_diff_p_class": max(diff)}
 
 
 # ----- digits --------------------------------------------------------------------------------------------------------
+class ReadByClassifier(ForwardBackward):
+    """Forward-backward on images read by a classifier trained here (a module, not a checkpoint)."""
+
+    def __init__(self, classifier: ClassificationModule, **settings):
+        super().__init__(mode="images", **settings)
+        self.trained = classifier
+
+    def read_out(self, data, device: torch.device):
+        return classifier_read_out(self.trained)
+
+
 def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     dm = DigitsDataModule(n_val=cfg.digits_probes, batch_size=128, seed=seed)
     dm.setup()
@@ -183,9 +189,10 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     x0 = dm.val_tensor().to(device)
     with torch.no_grad():
         accuracy = float((classifier(x0, 0.0).argmax(1).cpu() == dm.val_labels()).double().mean())
-        res = image_forward_backward(diffusion, x0, DIGIT_SIGMAS, classifier_read_out(classifier),
-                                     seeds=range(seed, seed + x0.shape[0]), num_steps=cfg.sampler_steps,
-                                     depth_names=[f"block{i + 1}" for i in range(len(classifier.backbone.convs))])
+    measurement = ReadByClassifier(classifier, sigmas=DIGIT_SIGMAS, num_probes=cfg.digits_probes,
+                                   num_steps=cfg.sampler_steps, seed=seed,
+                                   depth_names=[f"block{i + 1}" for i in range(len(classifier.backbone.convs))])
+    res = measurement.measure(diffusion, dm, device=device).artifacts["result"]
     return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps,
             "classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
 
@@ -216,8 +223,7 @@ def _digits_summary(records: list[dict]) -> dict:
     first, last = records[0]["depths"][1], records[0]["depths"][-2]  # the classifier's first and last blocks
     i = max(kept) if kept else 0
     diffs = [r["change"][first][i] - r["change"][last][i] for r in records]
-    mean = sum(diffs) / len(diffs)
-    se = (sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1) / len(diffs)) ** 0.5 if len(diffs) > 1 else 0.0
+    mean, se = mean_and_se(diffs)
     out.update(sigma_class_kept=out["sigma"][i] if kept else None, first_block=first, last_block=last,
                change_first_block=out["change"][first][i], change_last_block=out["change"][last][i],
                change_kept_first_block=out["change_class_kept"][first][i],

@@ -35,12 +35,7 @@ import torch
 
 from ..backbones import MLP
 from ..data import DigitsDataModule, GaussianMixtureDataModule
-from ..diagnostics.cloning import (
-    classifier_labeler,
-    cloning_experiment,
-    exact_cloning_predictions,
-    nearest_train_labeler,
-)
+from ..diagnostics.cloning import classifier_labeler, cloning_experiment, exact_cloning_predictions
 from ..diagnostics.collapse import (
     COLLAPSE_ENTROPY_LEVEL,
     COLLAPSE_PHI_LEVEL,
@@ -48,7 +43,7 @@ from ..diagnostics.collapse import (
     estimate_collapse_time,
     estimate_speciation_time,
 )
-from ..diagnostics.regimes_references import regimes_references
+from ..diagnostics.regimes import Regimes
 from ..modules import ClassificationModule, DiffusionModule
 from ..ou import ou_time_grid
 from ..regimes_theory import (
@@ -224,6 +219,18 @@ def collapse(cfg: Settings, seed: int, device: torch.device) -> dict:
 
 
 # ----- digits: trained diffusion model and classifier -------------------------------------------------
+class LabeledByClassifier(Regimes):
+    """The regimes measurement with classes read by a classifier trained here (a module, not a checkpoint)."""
+
+    def __init__(self, classifier: ClassificationModule, **settings):
+        super().__init__(labeler="classifier", **settings)
+        self.trained = classifier
+
+    def make_labeler(self, data, choice: str, device: torch.device, needed_by: str):
+        return classifier_labeler(self.trained) if choice == "classifier" else super().make_labeler(
+            data, choice, device, needed_by)
+
+
 @torch.no_grad()
 def _accuracy(classifier: ClassificationModule, x: torch.Tensor, y: torch.Tensor, device) -> float:
     return float((classifier(x.to(device), 0.0).argmax(1).cpu() == y).double().mean())
@@ -232,7 +239,7 @@ def _accuracy(classifier: ClassificationModule, x: torch.Tensor, y: torch.Tensor
 def digits(cfg: Settings, seed: int, device: torch.device, n_train: int | None = None) -> dict:
     """The trained 1-vs-8 model, read by two labelers on the same clone pairs, beside the exact score's phi."""
     dm = _digits_data(seed, n_train)
-    train, labels = dm.train_tensor(), dm.train_labels()
+    train = dm.train_tensor()
     n, d = train.shape[0], train[0].numel()
     torch.manual_seed(seed)
     diffusion = DiffusionModule(functools.partial(MLP, width=cfg.diffusion_width, depth=cfg.diffusion_depth),
@@ -243,14 +250,15 @@ def digits(cfg: Settings, seed: int, device: torch.device, n_train: int | None =
     classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device)
     eigenvalues = dm.covariance_eigh()[0]
     t_s = float(speciation_time(eigenvalues[0]))
-    grid = ou_time_grid(5.0, 1e-3, cfg.digit_step, 1.0, cfg.digit_geometric)  # T ~ the paper's DDPM horizon 5.06
-    res = cloning_experiment(diffusion, dm.data_shape, cfg.digit_clone_times, labeler=classifier_labeler(classifier),
-                             train=train.to(device), num_pairs=cfg.digit_pairs, times=grid, seed=seed, device=device,
-                             extra_labelers={"nearest_train": nearest_train_labeler(train.to(device), labels)})
+    # the measurement RegimesCallback runs, with the same clone pairs also read by the nearest training digit's label;
+    # its OU grid starts at T = 5 ~ the paper's DDPM horizon 5.06
+    regimes = LabeledByClassifier(classifier, clone_times=cfg.digit_clone_times, num_pairs=cfg.digit_pairs, t_max=5.0,
+                                  t_min=1e-3, step=cfg.digit_step, num_geometric=cfg.digit_geometric,
+                                  compare_labelers=("nearest_train",), reference_samples=cfg.reference_samples,
+                                  seed=seed)
+    measured = regimes.measure(diffusion, dm, device=device)
+    res, refs = measured.artifacts["cloning"], measured.artifacts["references"]
     clone_times = res["clone_times"]
-    # the references RegimesCallback draws, from the same function
-    refs = regimes_references(dm.empirical_denoiser().to(device), clone_times, n=n, d=d, eigenvalues=eigenvalues,
-                              labels=labels, reference_samples=cfg.reference_samples, seed=seed)
     t_hat = res["t_hat_C"]
     t_s_measured = estimate_speciation_time(clone_times, res["phi"])
     t_s_nearest = estimate_speciation_time(clone_times, res["phi_nearest_train"])

@@ -32,7 +32,7 @@ from ..data import GaussianMixtureDataModule
 from ..denoisers import GaussianMixtureDenoiser
 from ..diagnostics.cloning import cloning_experiment
 from ..diagnostics.collapse import COLLAPSE_PHI_LEVEL, estimate_collapse_time, estimate_speciation_time
-from ..diagnostics.neighbors import nearest_neighbors
+from ..diagnostics.memorization import memorization_scores
 from ..losses import DenoisingScoreMatching
 from ..modules import DiffusionModule
 from ..ou import ou_time_grid
@@ -42,12 +42,10 @@ from ..samplers import generate
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma
 from .common import fit_quietly
 
-__all__ = ["LearnedSettings", "EndlessBatches", "speciation_learned", "collapse_learned", "MEMORIZED_RATIO"]
+__all__ = ["LearnedSettings", "EndlessBatches", "speciation_learned", "collapse_learned"]
 
 #: collapse is decided at sigma ~ 1-2 (t_C ~ 0.5-0.8): EDM's log-normal moved up there
 COLLAPSE_SIGMAS = LogNormalSigma(0.0, 1.2)
-#: a sample is memorized when its nearest training point is 3x closer than the second nearest (Yoon et al.; Bonnaire)
-MEMORIZED_RATIO = 1 / 3
 
 
 @dataclass(frozen=True)
@@ -130,11 +128,6 @@ def speciation_learned(cfg: LearnedSettings, seed: int, device: torch.device) ->
     }
 
 
-def memorized_fraction(samples: torch.Tensor, train: torch.Tensor) -> float:
-    dist, _ = nearest_neighbors(samples, train.to(samples.device), k=2)
-    return float((dist[:, 0] < MEMORIZED_RATIO * dist[:, 1]).double().mean())
-
-
 def _cloned(denoiser, dm: GaussianMixtureDataModule, clone_times, pairs: int, seed: int, device) -> dict:
     """Cloning against ``dm``'s training set, and the memorized fraction of ``pairs`` fresh samples (Heun)."""
     train = dm.train_tensor().to(device)
@@ -147,7 +140,7 @@ def _cloned(denoiser, dm: GaussianMixtureDataModule, clone_times, pairs: int, se
             "t_C_measured": float(res["t_hat_C"].mean()),
             "t_C_phi": estimate_collapse_time(res["clone_times"], res["phi_collapse"], COLLAPSE_PHI_LEVEL),
             "end_distance_mean": float(res["end_distance"].mean()),
-            "memorized_fraction": memorized_fraction(samples, train)}
+            "memorized_fraction": float(memorization_scores(samples, train)["memorized_fraction"])}
 
 
 def collapse_learned(cfg: LearnedSettings, seed: int, device: torch.device) -> dict:

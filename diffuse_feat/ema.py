@@ -5,7 +5,7 @@ until then the copy holds the *initial* network. Lightning nevertheless swaps th
 epoch and copies it over the model when training ends, so the first ``update_starting_at_step`` steps validate an
 untrained network (flat ``val/*`` curves for the first epochs of every run) and a run shorter than that ends with
 its initial weights. :class:`EMA` does neither until the average has been updated once: before that, the live
-weights are the model, as :func:`~callbacks.base.model_for_diagnostics` and
+weights are the model, as :func:`~diffuse_feat.diagnostic_callback.model_for_diagnostics` and
 :func:`~diffuse_feat.modules.load_denoiser` already assume. Checkpoints are written as Lightning writes them.
 
 The average is updated by one foreach ``lerp`` over all tensors (``torch.optim.swa_utils.get_ema_multi_avg_fn``)
@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import EMAWeightAveraging, WeightAveraging
 from torch.optim.swa_utils import get_ema_multi_avg_fn
 from typing_extensions import override
 
-from diffuse_feat.lightning_private import averaged_module
+from .lightning_private import averaged_module
 
 __all__ = ["EMA"]
 
