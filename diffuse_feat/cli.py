@@ -44,8 +44,8 @@ from .run_logger import RunLogger
 
 __all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision", "command_line"]
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = REPO_ROOT / "configs" / "default.yaml"
+#: ``configs/default.yaml``: linked into the package in the source tree, copied into it by ``pip install .``
+DEFAULT_CONFIG = Path(__file__).with_name("default.yaml")
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TENSORBOARD_LOGGER = "lightning.pytorch.loggers.TensorBoardLogger"
 RUN_LOGGER = f"{RunLogger.__module__}.{RunLogger.__name__}"
