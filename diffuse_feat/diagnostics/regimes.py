@@ -21,7 +21,7 @@ nearest training point (exact for a memorizer's samples, a 1-nearest-neighbour c
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 
@@ -35,7 +35,7 @@ from .regimes_references import regimes_references_of_data, regimes_summary
 __all__ = ["Regimes", "LabelerName"]
 
 LabelerName = Literal["auto", "oracle", "classifier", "nearest_train"]
-LABELERS = ("auto", "oracle", "classifier", "nearest_train")
+LABELERS = get_args(LabelerName)
 
 
 class Regimes(Measurement):
