@@ -49,10 +49,14 @@ class RunLogger(TensorBoardLogger):
         if epoch is not None and epoch != self._epoch_written:
             metrics["epoch"], self._epoch_written = epoch, epoch
         prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
-        points = [(*line_of(prefix + key), metrics.pop(key)) for key in list(metrics) if line_of(prefix + key)]
+        points = []  # the metrics that are points of a curve go to their sub-runs
+        for key in list(metrics):
+            line = line_of(prefix + key)
+            if line is not None:
+                value = metrics.pop(key)
+                points.append((*line, float(value.item() if isinstance(value, Tensor) else value)))
         if points:
-            sub_runs(self.experiment).log([(chart, line, float(v.item() if isinstance(v, Tensor) else v))
-                                           for chart, line, v in points], step)
+            sub_runs(self.experiment).log(points, step)
         if metrics:
             super().log_metrics(metrics, step)
 
