@@ -10,7 +10,7 @@ import pytest
 
 from diffuse_feat.reproduce.__main__ import main
 from diffuse_feat.reproduce.hierarchy import levels_increase, table_rows
-from diffuse_feat.reproduce.seeded_tasks import run_tasks, summarize_tree
+from diffuse_feat.reproduce.seeded_tasks import summarize_tree
 from tests.reproduction_check import assert_matches_committed, run_quick
 
 
@@ -49,31 +49,6 @@ def test_summaries_average_tables_and_pool_each_seeds_own_standard_error():
     assert out["name"] == "a" and out["nested"]["x"] == 2.0 and out["nested"]["x_se"] == pytest.approx(1.0)
     # settings every seed shares stay exactly as they are (a mean of 0.8s is not 0.8)
     assert out["depths"] == [4, 6] and out["eps"] == [0.1, 0.8] and out["steps"] == 10 and "steps_se" not in out
-
-
-def _square_and_threads(x: int) -> dict:
-    import torch
-
-    return {"square": x * x, "threads": torch.get_num_threads()}
-
-
-def test_tasks_on_two_worker_processes_come_back_in_order_with_one_thread_each():
-    results = run_tasks(_square_and_threads, [(3,), (1,), (2,)], workers=2)
-    assert [r["square"] for r, _, _ in results] == [9, 1, 4]
-    assert all(r["threads"] == 1 and cpu >= 0 and wall >= 0 for r, cpu, wall in results)
-
-
-def test_tasks_run_here_use_one_thread_and_leave_the_callers_threads_as_they_were():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        results = run_tasks(_square_and_threads, [(3,), (2,)], workers=1)
-        assert [r["square"] for r, _, _ in results] == [9, 4] and all(r["threads"] == 1 for r, _, _ in results)
-        assert torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)
 
 
 # ----- the --quick reproduction (slow) ---------------------------------------------------------------------------

@@ -5,11 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import warnings
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import torch
 from ..cli import auto_precision
 from ..reporting import to_jsonable
 
-__all__ = ["make_trainer", "fit_quietly", "write_json", "write_results", "pick_device", "quiet", "map_in_processes"]
+__all__ = ["make_trainer", "fit_quietly", "write_json", "write_results", "pick_device", "quiet"]
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -63,7 +61,13 @@ def make_trainer(
     **kwargs: Any,
 ) -> pl.Trainer:
     """A Trainer for scripted runs: no progress bar or summary, automatic precision, TensorBoard only if
-    ``log_dir`` is given (then the run's ``diagnostics.jsonl`` lands in ``log_dir/name/version_N``)."""
+    ``log_dir`` is given (then the run's ``diagnostics.jsonl`` lands in ``log_dir/name/version_N``). Inside a SLURM
+    job, Lightning's own requeue on SIGUSR1 is off: a grid's job is requeued by submitit (:mod:`.grid`), and two
+    requeues of one job would fight."""
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
     logger = False
     if log_dir is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -110,15 +114,3 @@ def write_results(out: Path, name: str, payload: dict, plot: Callable[[dict, Pat
     payload = to_jsonable(payload)
     plot(payload, out / f"{name}.png")
     return payload
-
-
-def map_in_processes(fn: Callable, jobs: Sequence[tuple], workers: int, **kwargs: Any) -> list:
-    """``[fn(*job, **kwargs) for job in jobs]``, ``workers`` jobs at a time in spawned processes (``fn`` must be a
-    module-level function; set one torch thread inside it). Independent seeds of a reproduction then use one core
-    each; ``workers <= 1`` runs them here, one after the other."""
-    if workers <= 1 or len(jobs) <= 1:
-        return [fn(*job, **kwargs) for job in jobs]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-        futures = [pool.submit(fn, *job, **kwargs) for job in jobs]
-        return [f.result() for f in futures]

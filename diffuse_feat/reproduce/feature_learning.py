@@ -54,6 +54,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -66,8 +67,9 @@ from ..losses import ExpectedNoisePredictionLoss
 from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EpsilonPreconditioning
-from .common import make_trainer, map_in_processes, quiet, write_results
-from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
+from .common import make_trainer, quiet, write_results
+from .grid import Task
+from .seeded_tasks import add_seed_arguments, seeds_of
 from .seeds import summarize_over_seeds
 
 DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
@@ -355,17 +357,28 @@ def _over_seeds(per_seed: list[list[dict]]) -> list[dict]:
     return out
 
 
-def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
+def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
+    """One task per seed (every run of that seed), and what the merge needs besides their records."""
     cfg = settings(quick, getattr(args, "n_snr2", None))
-    seeds, workers = seeds_of(args, seed), check_workers(getattr(args, "workers", 1))
-    log_dir = Path(out) / "runs"
-    results = map_in_processes(one_seed, [(s, cfg, log_dir) for s in seeds], workers)
+    grid = [Task("feature_learning", (), s, dataclasses.asdict(cfg)) for s in seeds_of(args, seed)]
+    return grid, {"quick": quick, "seed": seed}
+
+
+def run_task(task: Task, out: Path) -> dict:
+    cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in task.settings.items()})
+    return one_seed(task.seed, cfg, out / "runs")
+
+
+def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
+    """``feature_learning.json`` and the PNG from the seeds' records."""
+    cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in grid[0].settings.items()})
+    seeds, results = [task.seed for task in grid], [saved["record"] for saved in records]
     runs = _over_seeds([r["runs"] for r in results])
     digit_runs = _over_seeds([r["digits"]["runs"] for r in results])
     thresholds = summarize_over_seeds([{"threshold": r["threshold"]} for r in results])
     payload = {
         "paper": "Han, Huang, Cao, Zou 2025, On the Feature Learning in Diffusion Models",
-        "quick": quick, "seed": seed, "seeds": seeds, "device": "cpu",
+        "quick": info["quick"], "seed": info["seed"], "seeds": seeds, "device": "cpu",
         "setting": {"n": cfg.n, "d": cfg.d, "sigma_xi": 1.0, "width": cfg.width, "init_std": cfg.init_std,
                     "alpha_beta": [1 / math.sqrt(1 + cfg.sigma**2), cfg.sigma / math.sqrt(1 + cfg.sigma**2)],
                     "diffusion": {"lr": cfg.diffusion_lr, "steps": cfg.diffusion_steps,

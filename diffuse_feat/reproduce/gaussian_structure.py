@@ -75,11 +75,13 @@ from ..modules import DiffusionModule
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
-from .common import make_trainer, map_in_processes, pick_device, quiet, write_json
-from .seeded_tasks import add_seed_arguments, check_workers, seeds_of
+from .common import make_trainer, pick_device, quiet, write_json
+from .grid import Task
+from .seeded_tasks import add_seed_arguments, seeds_of
 from .seeds import exceeds, summarize_over_seeds
 
-__all__ = ["DESCRIPTION", "add_arguments", "run", "table_rows", "FULL_SIZES", "QUICK_SIZES", "HELD_OUT", "steps_for"]
+__all__ = ["DESCRIPTION", "add_arguments", "tasks", "run_task", "merge", "table_rows", "FULL_SIZES", "QUICK_SIZES",
+           "HELD_OUT", "steps_for"]
 
 DESCRIPTION = "Li, Dai, Qu 2024: memorization -> generalization with n_train on digits, and the Gaussian structure"
 NAME = "gaussian_structure"
@@ -91,6 +93,7 @@ MEMORIZE_AT_MOST, GENERALIZE_AT_LEAST = 64, 1024  # the issue's "small n" and "l
 SIGMA_MIN, SIGMA_MAX = 0.002, 80.0  # the paper's sampling range, also the training range (log-uniform)
 LR, SMALL_N_LR = 2e-3, 5e-3  # Adam; small sets memorize sooner at the larger rate (measured: module docstring)
 SMALL_N, SMALL_N_STEP_FACTOR = 256, 3  # sets below SMALL_N train 3x the steps (see steps_for)
+FIGURE_SAMPLES = 10  # samples per row of the figure, kept in every task's record
 FULL_WIDTH, QUICK_WIDTH = 256, 128  # --quick's MLP is 3x cheaper a step and still memorizes 16 and 32 (docstring)
 # summaries copied from the callback's final record into each run (then mean, _se, _per_seed over seeds)
 SUMMARY_KEYS = ("linearity_min_mid", "rmse_to_gaussian_mid", "nmse_to_gaussian_mid", "rmse_to_empirical_mid",
@@ -171,17 +174,19 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
     return probe
 
 
-def _one_run(n: int, seed: int, steps: int, device: str, width: int, depth: int, num_samples: int, threads: int,
-             log_dir: Path) -> tuple[dict[str, Any], tuple]:
-    """One (size, seed) run as plain data (it may run in a worker process)."""
+def run_task(task: Task, out: Path) -> dict[str, Any]:
+    """One (size, seed) cell: train, measure at the end, keep the summaries and curves, and the first ten samples
+    of the figure (the model's, the Gaussian model's from the same noise, and their nearest training digits)."""
     start, cpu_start = time.perf_counter(), time.process_time()
-    with quiet(threads=threads, ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
-        probe = train_and_measure(n, steps, seed, torch.device(device), width, depth, num_samples, log_dir)
+    with quiet(threads=task["threads"], ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
+        probe = train_and_measure(task["n"], task["steps"], task.seed, torch.device(task["device"]), task["width"],
+                                  task["depth"], task["num_samples"], out / "runs")
     record, art = probe.history[-1], probe.last.artifacts
     keep = {k: to_jsonable(record[k]) for k in (*SUMMARY_KEYS, *CURVE_KEYS, "sigmas", "distill_sigmas") if k in record}
     keep.update(probes_held_out=bool(record["probes_held_out"]), seconds=time.perf_counter() - start,
                 cpu_seconds=time.process_time() - cpu_start)
-    return keep, (art["samples"], art["gaussian_samples"], art["nearest"])
+    keep["figure"] = {key: art[key][:FIGURE_SAMPLES].tolist() for key in ("samples", "gaussian_samples", "nearest")}
+    return keep
 
 
 def _check_sizes(sizes: list[int]) -> None:
@@ -191,39 +196,47 @@ def _check_sizes(sizes: list[int]) -> None:
                           "that range")
 
 
-def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
+def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
+    """One task per (size, seed), the longest first (so the last round of a pool is short), and what the merge needs
+    besides their records."""
     sizes = sorted(set(args.sizes or (QUICK_SIZES if quick else FULL_SIZES)))
     _check_sizes(sizes)
-    seeds, workers = seeds_of(args, seed), check_workers(getattr(args, "workers", 1))
+    seeds = seeds_of(args, seed)
     steps = args.steps or (1500 if quick else 20000)
-    device = pick_device(getattr(args, "device", None))
     width = getattr(args, "width", None) or (QUICK_WIDTH if quick else FULL_WIDTH)
-    depth = getattr(args, "depth", 3)
-    num_samples = 64 if quick else 100
-    # the biggest (slowest) runs first, so the pool's last job is a short one
-    jobs = sorted(((n, s, steps_for(n, steps)) for n in sizes for s in seeds), key=lambda j: -j[2])
-    done = map_in_processes(_one_run, jobs, workers, device=str(device), width=width, depth=depth,
-                            num_samples=num_samples, threads=getattr(args, "threads", 1), log_dir=out / "runs")
-    results = {job[:2]: r for job, r in zip(jobs, done, strict=True)}
+    settings = {"device": str(pick_device(getattr(args, "device", None))), "width": width,
+                "depth": getattr(args, "depth", 3), "num_samples": 64 if quick else 100,
+                "threads": getattr(args, "threads", 1)}
+    cells = sorted(((n, s) for n in sizes for s in seeds), key=lambda cell: -steps_for(cell[0], steps))
+    grid = [Task(NAME, (("n", n),), s, {**settings, "steps": steps_for(n, steps)}) for n, s in cells]
+    return grid, {"quick": quick, "seed": seed, "steps": steps, "width": width, "depth": settings["depth"]}
+
+
+def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
+    """``gaussian_structure.json`` and the PNG from the tasks' records."""
+    results = {(task["n"], task.seed): saved["record"] for task, saved in zip(grid, records, strict=True)}
+    sizes, seeds = sorted({n for n, _ in results}), sorted({s for _, s in results})
     runs, figures = [], {}
     for n in sizes:
-        per_seed = [results[n, s][0] for s in seeds]
+        per_seed = [results[n, s] for s in seeds]
         summary = summarize_over_seeds(per_seed, keys=[k for k in (*SUMMARY_KEYS, *CURVE_KEYS) if k in per_seed[0]])
-        runs.append({"n_train": n, "steps": steps_for(n, steps), "probes_held_out": per_seed[0]["probes_held_out"],
+        runs.append({"n_train": n, "steps": steps_for(n, info["steps"]),
+                     "probes_held_out": per_seed[0]["probes_held_out"],
                      "seconds_per_seed": [r["seconds"] for r in per_seed],
                      "cpu_seconds_per_seed": [r["cpu_seconds"] for r in per_seed], **summary})
-        figures[n] = results[n, seeds[0]][1]
-    first = results[sizes[0], seeds[0]][0]
+        figure = results[n, seeds[0]]["figure"]
+        figures[n] = tuple(torch.tensor(figure[key]) for key in ("samples", "gaussian_samples", "nearest"))
+    first = results[sizes[0], seeds[0]]
     payload = {
         "experiment": NAME,
         "description": DESCRIPTION,
-        "quick": quick,
-        "seed": seed,
+        "quick": info["quick"],
+        "seed": info["seed"],
         "seeds": seeds,
-        "steps": steps,
+        "steps": info["steps"],
         "training_sigma": repr(training_sigmas()),
         "lr": {f"n_train >= {SMALL_N}": LR, f"n_train < {SMALL_N}": SMALL_N_LR},
-        "backbone": {"class": "MLP", "width": width, "depth": depth},
+        "backbone": {"class": "MLP", "width": info["width"], "depth": info["depth"]},
         "held_out_probes": HELD_OUT,
         "mid_band": list(GaussianStructure().mid_band),
         "high_sigma": GaussianStructure().high_sigma,

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +56,8 @@ from ..plotting import plt, save_figure
 from ..preconditioning import EDMPreconditioning
 from ..sigma_sampling import LogUniformSigma
 from .common import fit_quietly, pick_device, write_json, write_results
-from .seeded_tasks import add_seed_arguments, check_workers, run_tasks, seeds_of, summarize_tree
+from .grid import Task
+from .seeded_tasks import add_seed_arguments, block_tasks, by_block, seeds_of, summarize_tree
 from .seeds import exceeds, mean_and_se
 
 DESCRIPTION = "Sclocchi et al. 2024: class transition vs smooth low-level change in forward-backward (RHM BP, digits)"
@@ -372,20 +372,27 @@ def plot(payload: dict, path: Path) -> None:
     save_figure(fig, path)
 
 
-def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
+def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
+    """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
     seeds = seeds_of(args, seed)
     grammar = parse_grammar(getattr(args, "grammar", ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)))
     device = pick_device(getattr(args, "device", None))
-    workers = 1 if device.type == "cuda" else check_workers(getattr(args, "workers", 1))  # one GPU: one process
-    tasks = [(name, quick, s, str(device), grammar) for name in BLOCKS for s in seeds]
-    start = time.perf_counter()
-    results = run_tasks(block_task, tasks, workers)
+    settings = {"quick": quick, "device": str(device), "grammar": grammar}
+    return block_tasks("hierarchy", BLOCKS, seeds, settings), {"quick": quick, "seed": seed, "device": str(device)}
+
+
+def run_task(task: Task, out: Path) -> dict:
+    return block_task(task["block"], task["quick"], task.seed, task["device"], task["grammar"])
+
+
+def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
+    """``hierarchy.json``, ``hierarchy_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
+    seeds = sorted({task.seed for task in grid})
+    per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {"paper": "Sclocchi, Favero, Wyart 2024, A phase transition in diffusion models reveals the "
-                        "hierarchical nature of data", "quick": quick, "seed": seed, "seeds": seeds,
-               "device": str(device), "workers": workers, "wall_seconds": time.perf_counter() - start,
-               "cpu_seconds": {name: sum(cpu for (n, *_), (_, cpu, _) in zip(tasks, results, strict=True)
-                                         if n == name) for name in BLOCKS}}
-    per_seed = {name: [r for (n, *_), (r, _, _) in zip(tasks, results, strict=True) if n == name] for name in BLOCKS}
+                        "hierarchical nature of data", "quick": info["quick"], "seed": info["seed"], "seeds": seeds,
+               "device": info["device"], "workers": info["workers"], "wall_seconds": info.get("wall_seconds"),
+               "cpu_seconds": cpu_seconds}
     write_json(out / "hierarchy_per_seed.json", {"seeds": seeds, **per_seed})  # the raw records, before summaries
     for name in ("exact", "learned", "digits"):
         payload[name] = _summarize(name, per_seed[name])

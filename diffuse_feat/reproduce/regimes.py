@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,9 +55,10 @@ from ..regimes_theory import (
 )
 from ..sigma_sampling import LogUniformSigma
 from .common import fit_quietly, pick_device, write_json, write_results
+from .grid import Task
 from .regimes_learned import LearnedSettings, collapse_learned, speciation_learned
 from .regimes_plot import plot
-from .seeded_tasks import add_seed_arguments, check_workers, run_tasks, seeds_of, summarize_tree
+from .seeded_tasks import add_seed_arguments, block_tasks, by_block, seeds_of, summarize_tree
 from .seeds import exceeds
 
 DESCRIPTION = "Biroli et al. 2024: speciation (cloning phi, t_S) and collapse (t_C) on Gaussian mixtures and digits"
@@ -422,25 +422,32 @@ def table_rows(payload: dict) -> list[dict]:
     return rows
 
 
-def run(out: Path, quick: bool, seed: int, args: argparse.Namespace) -> dict:
+def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
+    """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
     seeds = seeds_of(args, seed)
     digits_n = getattr(args, "digits_n", None)
     _digits_data(seed, digits_n)  # bad input stops here, before any training
     device = pick_device(getattr(args, "device", None))
-    workers = 1 if device.type == "cuda" else check_workers(getattr(args, "workers", 1))  # one GPU: one process
-    tasks = [(name, quick, s, str(device), digits_n) for name in BLOCKS for s in seeds]
-    start = time.perf_counter()
-    results = run_tasks(block_task, tasks, workers)
+    settings = {"quick": quick, "device": str(device), "digits_n": digits_n}
+    return block_tasks("regimes", BLOCKS, seeds, settings), {"quick": quick, "seed": seed, "device": str(device)}
+
+
+def run_task(task: Task, out: Path) -> dict:
+    return block_task(task["block"], task["quick"], task.seed, task["device"], task["digits_n"])
+
+
+def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
+    """``regimes.json``, ``regimes_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
+    seeds = sorted({task.seed for task in grid})
+    per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {
         "paper": "Biroli, Bonnaire, de Bortoli, Mezard 2024, Dynamical regimes of diffusion models",
-        "quick": quick, "seed": seed, "seeds": seeds, "device": str(device), "workers": workers,
-        "wall_seconds": time.perf_counter() - start,
+        "quick": info["quick"], "seed": info["seed"], "seeds": seeds, "device": info["device"],
+        "workers": info["workers"], "wall_seconds": info.get("wall_seconds"),
         "time": "Ornstein-Uhlenbeck t (x = a e^-t + sqrt(1-e^-2t) z); DDPM steps t' index alphas_cumprod "
                 "(alphas_cumprod[0] = 1 - beta_1), linear beta 1e-4..0.02, 1000 steps",
-        "cpu_seconds": {name: sum(cpu for (n, *_), (_, cpu, _) in zip(tasks, results, strict=True) if n == name)
-                        for name in BLOCKS},
+        "cpu_seconds": cpu_seconds,
     }
-    per_seed = {name: [r for (n, *_), (r, _, _) in zip(tasks, results, strict=True) if n == name] for name in BLOCKS}
     write_json(out / "regimes_per_seed.json", {"seeds": seeds, **per_seed})  # the raw records, before summaries
     for name in ("speciation", "collapse", "speciation_learned", "collapse_learned", "digits"):
         payload[name] = _summarize(name, per_seed[name])

@@ -1,27 +1,20 @@
-"""Run a reproduction's ``(block, seed)`` tasks on a few worker processes (one CPU thread each) and summarize nested
-per-seed records with :func:`~diffuse_feat.reproduce.seeds.summarize_over_seeds`.
-
-Why processes: the reproductions' models are tiny, so one thread per model is as fast as two, and independent seeds
-on separate cores halve the wall time on the 2-core machines the ``--quick`` budget is set for.
-"""
+"""What the reproductions share about seeds: the ``--seeds``/``--workers`` options, and the summary of nested per-seed
+records with :func:`~diffuse_feat.reproduce.seeds.summarize_over_seeds` (the tasks themselves run through
+:mod:`.grid`)."""
 
 from __future__ import annotations
 
 import argparse
 import math
 import os
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
-
 from ..errors import ConfigError
-from ..reporting import to_jsonable
-from .common import map_in_processes
+from .grid import Task
 from .seeds import seed_list, summarize_over_seeds
 
-__all__ = ["add_seed_arguments", "run_tasks", "summarize_tree", "check_workers", "seeds_of"]
+__all__ = ["add_seed_arguments", "summarize_tree", "check_workers", "seeds_of", "block_tasks", "by_block"]
 
 
 def add_seed_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,22 +38,20 @@ def seeds_of(args: argparse.Namespace, first: int) -> list[int]:
         raise ConfigError(str(err)) from None
 
 
-def _timed(fn: Callable[..., dict], args: tuple) -> tuple[dict, float, float]:
-    torch.set_num_threads(1)
-    wall, cpu = time.perf_counter(), time.process_time()
-    result = to_jsonable(fn(*args))  # plain lists: cheap to send back, and what the JSON holds anyway
-    return result, time.process_time() - cpu, time.perf_counter() - wall
+def block_tasks(experiment: str, blocks: Sequence[str], seeds: Sequence[int], settings: dict) -> list[Task]:
+    """One task per (block, seed), in the order of ``blocks`` (longest first, so a pool's last round is short)."""
+    return [Task(experiment, (("block", name),), s, settings) for name in blocks for s in seeds]
 
 
-def run_tasks(fn: Callable[..., dict], tasks: Sequence[tuple], workers: int = 1) -> list[tuple[dict, float, float]]:
-    """``[(fn(*task) as JSON-ready data, cpu_seconds, wall_seconds)]`` in task order, on ``workers`` spawned
-    processes through :func:`~diffuse_feat.reproduce.common.map_in_processes` (``fn`` must be importable: a
-    module-level function); longest tasks should come first so the last round is short."""
-    threads = torch.get_num_threads()  # _timed sets one thread; run here (workers == 1), that must not stick
-    try:
-        return map_in_processes(_timed, [(fn, task) for task in tasks], check_workers(workers))
-    finally:
-        torch.set_num_threads(threads)
+def by_block(grid: Sequence[Task], records: Sequence[dict], blocks: Sequence[str]
+             ) -> tuple[dict[str, list[dict]], dict[str, float]]:
+    """Each block's records (their ``record``) in seed order, and its CPU seconds summed over seeds."""
+    per_seed = {name: [] for name in blocks}
+    cpu = dict.fromkeys(blocks, 0.0)
+    for task, saved in zip(grid, records, strict=True):
+        per_seed[task["block"]].append(saved["record"])
+        cpu[task["block"]] += saved["cpu_seconds"]
+    return per_seed, cpu
 
 
 def _pooled_se(values: list) -> Any:
