@@ -177,3 +177,9 @@ def test_a_preempted_slurm_job_is_requeued_with_its_task_and_lightning_does_not_
     trainer = make_trainer(max_steps=1, accelerator="cpu", devices=1)
     environment = trainer._accelerator_connector.cluster_environment  # Lightning keeps it only there
     assert isinstance(environment, SLURMEnvironment) and environment.auto_requeue is False
+
+
+def test_the_submitit_launcher_without_submitit_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit now raises ImportError
+    with pytest.raises(ConfigError, match="--launcher submitit needs the submitit package; install it with pip"):
+        make_executor("submitit")
