@@ -64,8 +64,10 @@ def slurm_texts() -> list[tuple[str, str]]:
     """The task grid's rows: ``grid_launcher.py`` (processes launcher vs before) and ``slurm_task_cost.py``."""
     launcher = load("grid_launcher-cpu.json")["reproductions"]
     cost = load("slurm_task_cost-cpu.json")
-    return [*((f"{name} {r['ratio']:.3f} ({r['grid_seconds'][0]:.0f} vs {r['before_seconds'][0]:.0f} s)",
-               f"grid_launcher: {name}") for name, r in launcher.items()),(f"{cost['single_task_median_seconds']:.2f} s from submit to record, one task at a time (median of "
+    ratios = [(f"{name} {r['ratio']:.3f} ({r['grid_seconds'][0]:.0f} vs {r['before_seconds'][0]:.0f} s)",
+               f"grid_launcher: {name}") for name, r in launcher.items()]
+    return [*ratios,
+            (f"{cost['single_task_median_seconds']:.2f} s from submit to record, one task at a time (median of "
              f"{len(cost['single_task_seconds'])}", "slurm_task_cost: one task"),
             (f"an array of {cost['array_tasks']} in {cost['array_seconds']:.1f} s "
              f"({cost['array_seconds_per_task']:.2f} s a task)", "slurm_task_cost: array")]
