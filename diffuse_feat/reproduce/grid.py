@@ -186,7 +186,7 @@ class InlineExecutor:
     def submit(self, fn: Callable, *args: Any) -> _Deferred:
         return _Deferred(fn, args)
 
-    def shutdown(self, wait: bool = True) -> None:
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
         pass
 
 

@@ -119,7 +119,8 @@ def run_experiment(name: str, args: argparse.Namespace) -> dict | None:
     try:
         records = run_grid(grid, args.out, executor)
     finally:
-        getattr(executor, "shutdown", lambda: None)()
+        if hasattr(executor, "shutdown"):  # local processes: drop what has not started (Ctrl-C), keep what finished
+            executor.shutdown(wait=True, cancel_futures=True)
     return module.merge(grid, records, {**info, "wall_seconds": time.perf_counter() - start}, args.out)
 
 
