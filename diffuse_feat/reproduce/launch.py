@@ -92,19 +92,19 @@ def _read_manifest(out: Path, name: str) -> tuple[list[Task], dict[str, Any]]:
     return grid, saved["info"]
 
 
-def _workers(args: argparse.Namespace, grid: list[Task]) -> int | None:
-    """Worker processes of a launcher: ``--workers`` for ``processes`` (one if the tasks use a GPU: one GPU, one
+def _workers(launcher: str, workers: int, grid: list[Task]) -> int | None:
+    """Worker processes of a launcher: ``workers`` for ``processes`` (one if the tasks use a GPU: one GPU, one
     process), one for ``inline``, None for ``submitit`` (its cluster decides)."""
     on_gpu = any(str(task.settings.get("device", "cpu")).startswith("cuda") for task in grid)
-    return {"inline": 1, "processes": 1 if on_gpu else args.workers}.get(args.launcher)
+    return {"inline": 1, "processes": 1 if on_gpu else workers}.get(launcher)
 
 
 def run_experiment(name: str, args: argparse.Namespace) -> dict | None:
     """The reproduction ``name`` as the command line asks: list its tasks, run one, or run the grid and merge."""
     module = experiment_module(name)
-    check_workers(getattr(args, "workers", 1))
+    workers = check_workers(getattr(args, "workers", 1))
     grid, info = module.tasks(args.quick, args.seed, args)
-    info = {**info, "workers": _workers(args, grid)}
+    info = {**info, "workers": _workers(args.launcher, workers, grid)}
     if args.list:
         print("\n".join(task.id for task in grid))
         return None
