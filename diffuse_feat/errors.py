@@ -11,7 +11,8 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 
-__all__ = ["UserError", "ConfigError", "ShapeError", "DataNotFoundError", "NonFiniteLossError", "MissingGroundTruth",
+__all__ = ["UserError", "ConfigError", "ShapeError", "SigmaError", "DataNotFoundError",
+           "NonFiniteLossError", "MissingGroundTruth",
            "CheckpointError", "RunFolderBusyError", "error_chain", "user_error_in",
            "one_sentence_errors"]
 
@@ -26,6 +27,10 @@ class ConfigError(UserError, ValueError):
 
 class ShapeError(UserError, ValueError):
     pass
+
+
+class SigmaError(UserError, ValueError):
+    """A noise level a denoiser cannot take: NaN, infinite or negative, or not one value (or one per sample)."""
 
 
 class DataNotFoundError(UserError, FileNotFoundError):

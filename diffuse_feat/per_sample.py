@@ -3,10 +3,14 @@ over a sample's dimensions. Every module that takes ``sigma`` (denoisers, sample
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
-__all__ = ["as_sigma", "append_dims"]
+from .errors import SigmaError
+
+__all__ = ["as_sigma", "append_dims", "check_sigma_values"]
 
 
 def as_sigma(sigma: float | Tensor, batch: int, *, device=None, dtype=torch.float32) -> Tensor:
@@ -20,10 +24,18 @@ def as_sigma(sigma: float | Tensor, batch: int, *, device=None, dtype=torch.floa
         s = s.expand(batch)
     s = s.reshape(-1)
     if s.shape[0] != batch:
-        raise ValueError(f"sigma has {s.shape[0]} values but the batch has {batch}; pass one sigma or one per sample")
-    if not bool(torch.isfinite(s).all()) or bool((s < 0).any()):
-        raise ValueError(f"sigma must be finite and >= 0 (noise standard deviation), got min {float(s.min()):.4g}")
+        raise SigmaError(f"sigma has {s.shape[0]} values but the batch has {batch}; pass one sigma or one per sample")
+    if s.numel():
+        check_sigma_values(*(float(v) for v in torch.aminmax(s)))  # one reduction; NaN propagates into both ends
     return s
+
+
+def check_sigma_values(smallest: float, largest: float) -> None:
+    """One sentence unless every noise level from ``smallest`` to ``largest`` is finite and >= 0 (a NaN anywhere
+    makes the ends of ``torch.aminmax`` NaN, and fails here)."""
+    if not (smallest >= 0 and largest < math.inf):
+        bad = smallest if not smallest >= 0 else largest
+        raise SigmaError(f"sigma must be finite and >= 0 (the noise standard deviation), got {bad:.4g}")
 
 
 def append_dims(v: Tensor, ndim: int) -> Tensor:

@@ -27,6 +27,7 @@ __all__ = [
     "RectifiedFlow",
     "DiscreteSchedule",
     "SigmaOutOfRangeError",
+    "refuse_sigma_outside",
     "edm_sigma_grid",
 ]
 
@@ -234,13 +235,19 @@ def _check_sigma_in(process: NoiseProcess, sigma: Tensor, low: float, high: floa
 
 
 def _refuse_outside(process: NoiseProcess, smallest: float, largest: float, low: float, high: float) -> None:
-    """Refuse sigmas from ``smallest`` to ``largest`` unless inside ``[low, high]``. A relative slack of 1e-6 lets the
-    ends through after a float32 round trip (a sampler's grid reaches the denoiser in float32)."""
-    if smallest < low * (1 - 1e-6) or largest > high * (1 + 1e-6):
-        bad = smallest if smallest < low * (1 - 1e-6) else largest
+    refuse_sigma_outside(smallest, largest, low, high, f"the model (its {type(process).__name__})")
+
+
+def refuse_sigma_outside(smallest: float, largest: float, low: float, high: float, model: str) -> None:
+    """Refuse sigmas from ``smallest`` to ``largest`` unless inside ``[low, high]``, the range ``model`` (words such as
+    "the EDM network SongUNet") was trained on. A relative slack of 1e-5 lets the ends through after float32 arithmetic
+    (a sampler's grid reaches the denoiser in float32; k-diffusion's Karras grid, computed in float32 with rho = 7, ends
+    1.3e-6 below the sigma it was asked to end at)."""
+    if smallest < low * (1 - 1e-5) or largest > high * (1 + 1e-5):
+        bad = smallest if smallest < low * (1 - 1e-5) else largest
         raise SigmaOutOfRangeError(
-            f"sigma={bad:.4g} lies outside the range {low:.4g} to {high:.4g} of the {type(process).__name__} the "
-            "model was trained on; ask for noise levels inside it", bad, low, high)
+            f"sigma={bad:.4g} lies outside the range {low:.4g} to {high:.4g} that {model} was trained on; ask for "
+            "noise levels inside it", bad, low, high)
 
 
 class VariancePreserving(NoiseProcess):
@@ -301,6 +308,31 @@ class RectifiedFlow(NoiseProcess):
         return 1 / (1 + torch.as_tensor(sigma, dtype=torch.float64))
 
 
+def _usable_alphas_cumprod(table: Tensor) -> Tensor:
+    """The entries of an ``alphas_cumprod`` table a model can be evaluated at, or one sentence saying why none can.
+
+    A zero-terminal-SNR table (``rescale_betas_zero_snr``) ends in ``alpha_bar = 0``: pure noise, ``sigma`` infinite,
+    which no ``x = x0 + sigma z`` reaches; that last entry is dropped (the model's own timesteps keep their numbers),
+    so the usable range ends at the one before it. diffusers' Euler schedulers store ``2**-24`` there instead, a finite
+    sigma of 4096, which is kept."""
+    if table.numel() >= 3 and float(table[-1]) == 0.0:
+        table = table[:-1]
+    if table.numel() < 2:
+        raise ConfigError(f"alphas_cumprod has {table.numel()} usable value(s); a schedule needs at least two")
+    outside = ((table <= 0) | (table > 1)).nonzero()
+    if outside.numel():
+        k = int(outside[0])
+        raise ConfigError(f"alphas_cumprod[{k}] = {float(table[k]):.4g} is not in (0, 1]: it is the fraction of the "
+                          "signal's variance left at that timestep (only the last entry may be 0)")
+    flat = (table[1:] >= table[:-1]).nonzero()
+    if flat.numel():
+        k = int(flat[0]) + 1
+        raise ConfigError(f"alphas_cumprod[{k}] = {float(table[k]):.6g} is not below alphas_cumprod[{k - 1}] = "
+                          f"{float(table[k - 1]):.6g}: each timestep must be noisier than the one before, or sigma "
+                          "does not name one timestep")
+    return table
+
+
 class DiscreteSchedule(NoiseProcess):
     """A discrete VP schedule given by its table ``alpha_bar[k]``, ``k = 0 .. N-1``: ``t`` is the model's own timestep
     (diffusers' ``alphas_cumprod``, where ``alpha_bar[0] = 1 - beta_1``; :class:`DDPM`'s ``t = 0`` is clean data).
@@ -324,9 +356,7 @@ class DiscreteSchedule(NoiseProcess):
     PYTHON_LOOKUP_MAX = 64
 
     def __init__(self, alphas_cumprod: Tensor, timesteps: Literal["interpolate", "nearest"] = "interpolate"):
-        table = torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1)
-        if table.numel() < 2 or not bool(((table > 0) & (table <= 1)).all()) or bool((table[1:] >= table[:-1]).any()):
-            raise ConfigError("alphas_cumprod must be a strictly decreasing table of at least two values in (0, 1]")
+        table = _usable_alphas_cumprod(torch.as_tensor(alphas_cumprod, dtype=torch.float64).reshape(-1))
         if timesteps not in ("interpolate", "nearest"):
             raise ConfigError(f"timesteps must be 'interpolate' or 'nearest', got {timesteps!r}")
         self.timesteps = timesteps

@@ -17,7 +17,8 @@ batch it is drawn in) or a plain ``torch.Generator`` (faster, batch-dependent); 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import math
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor
 
 from .denoisers.base import Denoiser
 from .per_sample import as_sigma
-from .process import edm_sigma_grid
+from .process import SigmaOutOfRangeError, edm_sigma_grid, refuse_sigma_outside
 
 __all__ = [
     "noise_like",
@@ -40,6 +41,8 @@ __all__ = [
     "generate",
     "forward_backward",
 ]
+
+EDM_SIGMA_MIN, EDM_SIGMA_MAX = 0.002, 80.0  # EDM's default range, narrowed to a model's own where it has one
 
 #: ``hook(step)``: ``step`` holds ``i``, ``x``, ``sigma`` (or ``t``), ``denoised`` and maybe more (module docstring)
 StepHook = Callable[[dict[str, Any]], None]
@@ -91,18 +94,55 @@ def noise_like(x: Tensor, noise: NoiseSource) -> Tensor:
     return torch.randn(x.shape, generator=noise, device=x.device, dtype=x.dtype)
 
 
-def _steps(grid: Tensor) -> Iterator[tuple[int, float, float]]:
-    """``(i, sigma_i, sigma_{i+1})`` along a non-increasing grid, stopping at the first sigma = 0."""
+def model_sigma_range(denoiser: Denoiser) -> tuple[float, float]:
+    """The noise range ``denoiser`` was trained on, when it says (``sigma_min``, ``sigma_max``), else ``(0, inf)``."""
+    return float(getattr(denoiser, "sigma_min", 0.0) or 0.0), float(getattr(denoiser, "sigma_max", math.inf))
+
+
+def default_grid_range(denoiser: Denoiser, sigma_min: float | None, sigma_max: float | None) -> tuple[float, float]:
+    """``sigma_min``/``sigma_max`` as given, or EDM's defaults (0.002, 80) narrowed to the model's own range."""
+    low, high = model_sigma_range(denoiser)
+    return (max(EDM_SIGMA_MIN, low) if sigma_min is None else float(sigma_min),
+            min(EDM_SIGMA_MAX, high) if sigma_max is None else float(sigma_max))
+
+
+def rounded_grid(denoiser: Denoiser, sigmas: Tensor) -> Tensor:
+    """The grid's non-zero levels rounded by the model's ``round_sigma`` (EDM networks, quantized k-diffusion models),
+    as EDM's sampler does; unchanged for models without one."""
+    round_sigma = getattr(denoiser, "round_sigma", None)
+    if round_sigma is None:
+        return sigmas
+    positive = sigmas > 0
+    out = sigmas.clone()
+    out[positive] = torch.as_tensor(round_sigma(sigmas[positive]), dtype=sigmas.dtype).reshape(-1).cpu()
+    return out
+
+
+def _steps(denoiser: Denoiser, grid: Tensor) -> list[tuple[int, float, float]]:
+    """``(i, sigma_i, sigma_{i+1})`` along a non-increasing grid, stopping at the first sigma = 0; the grid is checked
+    against the model's noise range before any evaluation (one sentence naming the level and the range)."""
     sigmas = torch.as_tensor(grid, dtype=torch.float64).reshape(-1)
     if sigmas.numel() < 2:
         raise ValueError("a sigma grid needs at least two levels (start and end)")
     if bool((sigmas < 0).any()) or bool((sigmas[1:] > sigmas[:-1]).any()):
         raise ValueError(f"sigma grid must be non-negative and non-increasing, got {sigmas.tolist()}")
     values = sigmas.tolist()
+    steps = []
     for i, (s, s_next) in enumerate(zip(values[:-1], values[1:], strict=True)):
         if s == 0:
-            return
-        yield i, s, s_next
+            break
+        steps.append((i, s, s_next))
+    low, high = model_sigma_range(denoiser)
+    evaluated = [s for _, s, _ in steps] + [s_next for *_, s_next in steps[-1:] if s_next > 0]
+    if evaluated and (low > 0 or high < math.inf):
+        try:
+            refuse_sigma_outside(min(evaluated), max(evaluated), low, high, f"{type(denoiser).__name__}")
+        except SigmaOutOfRangeError as err:
+            raise SigmaOutOfRangeError(f"the sampler's grid reaches sigma={err.sigma:.4g}, outside the range {low:.4g} "
+                                       f"to {high:.4g} the model was trained on; keep the grid inside it (generate "
+                                       "and forward_backward default to it when sigma_min and sigma_max are left "
+                                       "out)", err.sigma, low, high) from None
+    return steps
 
 
 def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
@@ -113,7 +153,7 @@ def _denoise(denoiser: Denoiser, x: Tensor, sigma: float) -> Tensor:
 def sample_euler(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSource = None,
                  hook: StepHook | None = None) -> Tensor:
     """First-order Euler steps of the probability-flow ODE over the grid (last entry usually 0); draws no noise."""
-    for i, s, s_next in _steps(grid):
+    for i, s, s_next in _steps(denoiser, grid):
         denoised = _denoise(denoiser, x, s)
         if hook is not None:
             hook({"i": i, "x": x, "sigma": s, "denoised": denoised})
@@ -126,7 +166,7 @@ def sample_heun(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: NoiseSour
                 hook: StepHook | None = None) -> Tensor:
     """Heun's second-order method (EDM Alg. 1, no churn); the step onto sigma = 0 stays first order (no
     ``corrector`` in its hook dict). Draws no noise."""
-    for i, s, s_next in _steps(grid):
+    for i, s, s_next in _steps(denoiser, grid):
         denoised = _denoise(denoiser, x, s)
         d = (x - denoised) / s
         x_next = x + (s_next - s) * d
@@ -154,7 +194,7 @@ def sample_stochastic(denoiser: Denoiser, x: Tensor, grid: Tensor, *, noise: Noi
     ``x0``, so on coarse grids samples are under-dispersed (on a 2-D Gaussian with the exact
     denoiser: variance -15% with 60 EDM steps, -6% with 200, ~1% with 1000). Use fine grids for statistics.
     """
-    for i, s, s_next in _steps(grid):
+    for i, s, s_next in _steps(denoiser, grid):
         denoised = _denoise(denoiser, x, s)
         if hook is not None:
             hook({"i": i, "x": x, "sigma": s, "denoised": denoised})
@@ -186,16 +226,22 @@ def generate(
     *,
     num_steps: int = 18,
     sampler: SamplerName = "heun",
-    sigma_min: float = 0.002,
-    sigma_max: float = 80.0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
     rho: float = 7.0,
     device=None,
     hook: StepHook | None = None,
 ) -> Tensor:
-    """Samples from pure noise ``x = sigma_max z`` on the EDM rho-grid; one sample per seed."""
+    """Samples from pure noise ``x = sigma_max z`` on the EDM rho-grid; one sample per seed.
+
+    ``sigma_min``/``sigma_max`` left out are EDM's 0.002 and 80 narrowed to the model's own range (a DDPM table's
+    0.01 to 157 gives 0.01 to 80); the grid is rounded by the model's ``round_sigma`` when it has one (EDM
+    networks, quantized k-diffusion models) and checked against its range before the first evaluation.
+    """
+    sigma_min, sigma_max = default_grid_range(denoiser, sigma_min, sigma_max)
+    sigmas = rounded_grid(denoiser, edm_sigma_grid(num_steps, sigma_min, sigma_max, rho, append_zero=True))
     noise = SeededNoise(seeds)
-    x = sigma_max * noise.randn(tuple(data_shape), device=device)
-    sigmas = edm_sigma_grid(num_steps, sigma_min, sigma_max, rho, append_zero=True)
+    x = _start_level(denoiser, sigmas, sigma_max) * noise.randn(tuple(data_shape), device=device)
     return run_sampler(sampler, denoiser, x, sigmas, noise=noise, hook=hook)
 
 
@@ -208,21 +254,28 @@ def forward_backward(
     num_steps: int = 18,
     sampler: SamplerName = "heun",
     noise: NoiseSource = None,
-    sigma_min: float = 0.002,
+    sigma_min: float | None = None,
     rho: float = 7.0,
     hook: StepHook | None = None,
 ) -> Tensor:
     """Noise ``x0`` to level ``sigma`` (``x = x0 + sigma z``), then denoise back to sigma = 0.
 
     The backward pass runs the EDM rho-grid from ``sigma`` to ``sigma_min`` (a single step when
-    ``sigma <= sigma_min``). ``sigma = 0`` returns ``x0`` unchanged.
+    ``sigma <= sigma_min``); left out, ``sigma_min`` is 0.002 or the model's own lower end, whichever is larger, and
+    the grid is rounded by the model's ``round_sigma`` when it has one. ``sigma = 0`` returns ``x0`` unchanged.
     """
     sigma = float(as_sigma(sigma, 1)[0])
     if sigma == 0:
         return x0.clone()
-    x = x0 + sigma * noise_like(x0, noise)
+    sigma_min, _ = default_grid_range(denoiser, sigma_min, None)
     if sigma <= sigma_min:
         sigmas = torch.tensor([sigma, 0.0], dtype=torch.float64)
     else:
-        sigmas = edm_sigma_grid(num_steps, sigma_min, sigma, rho, append_zero=True)
+        sigmas = rounded_grid(denoiser, edm_sigma_grid(num_steps, sigma_min, sigma, rho, append_zero=True))
+    x = x0 + _start_level(denoiser, sigmas, sigma) * noise_like(x0, noise)
     return run_sampler(sampler, denoiser, x, sigmas, noise=noise, hook=hook)
+
+
+def _start_level(denoiser: Denoiser, sigmas: Tensor, requested: float) -> float:
+    """The noise level a sampler starts from: the requested one, or its rounding when the model rounds its grid."""
+    return float(sigmas[0]) if getattr(denoiser, "round_sigma", None) is not None else requested

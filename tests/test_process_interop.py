@@ -89,7 +89,7 @@ def test_sigma_outside_the_table_is_refused_in_one_sentence(table):
 
 
 def test_a_bad_table_is_refused():
-    with pytest.raises(UserError, match="decreasing"):
+    with pytest.raises(UserError, match="noisier than the one before"):
         DiscreteSchedule(torch.tensor([0.5, 0.9]))
     with pytest.raises(UserError, match="interpolate"):
         DiscreteSchedule(torch.tensor([0.9, 0.5]), timesteps="round")

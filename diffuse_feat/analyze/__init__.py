@@ -109,7 +109,7 @@ def _check_sigma_request(denoiser: DataShapedDenoiser, spec: str, sigma_min: flo
 def analyze(diagnostic: str, denoiser: str, data: str | os.PathLike, out: str | os.PathLike, *,
             settings: dict[str, Any] | None = None, sigma_min: float | None = None, sigma_max: float | None = None,
             ema: bool = True, python: PythonModel | None = None, timesteps: str = "interpolate",
-            device: str | torch.device | None = None) -> dict[str, Any]:
+            device: str | torch.device | None = None, class_label: int | None = None) -> dict[str, Any]:
     """Run ``diagnostic`` once on the denoiser ``denoiser`` names over the data of the YAML ``data``; write
     ``out/<diagnostic>.json`` (what is returned) and ``out/<diagnostic>.png``. Arguments as the command line's."""
     chosen = diagnostic_named(diagnostic)
@@ -123,7 +123,7 @@ def analyze(diagnostic: str, denoiser: str, data: str | os.PathLike, out: str | 
     resolved = {**_settings_from_config(config, chosen.measurement, names), **(settings or {})}
     datamodule = datamodule_from_config(config, data)
     model, description = resolve_denoiser(denoiser, datamodule, ema=ema, python=python, timesteps=timesteps,
-                                          device=device)
+                                          device=device, class_label=class_label)
     _check_sigma_request(model, denoiser, sigma_min, sigma_max)
     resolved = narrow(chosen, resolved, SigmaRange(model.sigma_min, model.sigma_max, sigma_min, sigma_max),
                       set(settings or {}))

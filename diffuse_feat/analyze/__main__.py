@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timesteps", default="interpolate", help="discrete schedules: how a sigma becomes a "
                         "timestep, interpolate (fractional) or nearest (integer)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--class-label", type=int, metavar="K", help="the class a class-conditional model (an EDM "
+                        "network, a diffusers UNet2DModel with num_class_embeds) is told on every call")
     group = parser.add_argument_group("python: models (what the network predicts and how it was trained)")
     group.add_argument("--parametrization", help="eps, v, x0, edm (EDM's F) or flow (rectified-flow velocity)")
     group.add_argument("--process", help="ddpm, vp, ve, edm or rectified_flow")
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
         start = time.perf_counter()
         result = analyze(args.diagnostic, args.denoiser, args.data, args.out, settings=parse_settings(args.settings),
                          sigma_min=args.sigma_min, sigma_max=args.sigma_max, ema=args.ema, python=python,
-                         timesteps=args.timesteps, device=args.device)
+                         timesteps=args.timesteps, device=args.device, class_label=args.class_label)
     print(f"{args.diagnostic}: wrote {args.out / (args.diagnostic + '.json')} and .png in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
     return result

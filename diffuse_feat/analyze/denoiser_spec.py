@@ -26,10 +26,13 @@ __all__ = ["SPEC_FORMS", "REFERENCES", "PythonModel", "DataShapedDenoiser", "res
 
 SPEC_FORMS = {
     "PATH.ckpt": "a run's checkpoint (its EMA weights when the run kept them; --no-ema for the live ones)",
-    "FOLDER": "a diffusers folder written by save_pretrained (an unconditional UNet2DModel and its scheduler)",
+    "FOLDER": "a diffusers folder written by save_pretrained (a UNet2DModel and its scheduler; a class-conditional "
+              "one with --class-label)",
+    "edm:PATH.pkl": "an EDM network pickle (NVlabs/edm or edm2, its 'ema' network; EDM's code must be on "
+                    "PYTHONPATH); a class-conditional one with --class-label",
     "python:MODULE.ATTR": "any callable or nn.Module net(x_t, time) importable from MODULE, with --parametrization "
-                          "and --process saying what it predicts and how it was trained (a sigma-space denoiser "
-                          "D(x, sigma) is --parametrization x0 --process edm)",
+                          "and --process saying what it predicts and how it was trained; a k-diffusion denoiser or "
+                          "an EDM-style network (net(x, sigma, class_labels) with round_sigma) needs neither",
     "gaussian | empirical | bp": "an exact reference of the --data DataModule: the Gaussian (Wiener) denoiser, the "
                                  "empirical (memorizing) denoiser, the RHM's belief propagation",
 }
@@ -68,6 +71,8 @@ class DataShapedDenoiser(nn.Module):
         self.data_shape = tuple(int(d) for d in data_shape)
         self.sigma_min = float(getattr(denoiser, "sigma_min", 0.0))
         self.sigma_max = float(getattr(denoiser, "sigma_max", math.inf))
+        if callable(getattr(denoiser, "round_sigma", None)):  # samplers round their grids with it
+            self.round_sigma = denoiser.round_sigma
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
         return self.denoiser(x, as_sigma(sigma, x.shape[0], device=x.device, dtype=torch.float64))
@@ -95,8 +100,30 @@ def _python_object(spec: str) -> Any:
     return obj
 
 
-def _wrap_python(spec: str, model: PythonModel, datamodule) -> tuple[nn.Module, dict]:
+def _native_denoiser(net: Any, class_label: int | None) -> tuple[nn.Module, dict] | None:
+    """A ``python:`` object that already is a sigma-space denoiser of a known library, wrapped, else ``None``."""
+    from ..interop.edm import from_edm
+    from ..interop.k_diffusion import from_k_diffusion, is_k_diffusion_denoiser
+
+    if is_k_diffusion_denoiser(net):
+        if class_label is not None:
+            raise ConfigError("--class-label applies to EDM networks and diffusers folders; a k-diffusion denoiser's "
+                              "extra arguments are set in Python (from_k_diffusion(model, **extra_args))")
+        return from_k_diffusion(net), {"kind": "k-diffusion", "model": type(net).__name__}
+    if callable(getattr(net, "round_sigma", None)) and hasattr(net, "sigma_min") and hasattr(net, "sigma_max"):
+        return from_edm(net, class_labels=class_label), {"kind": "edm", "model": type(net).__name__}
+    return None
+
+
+def _wrap_python(spec: str, model: PythonModel, datamodule, class_label: int | None = None) -> tuple[nn.Module, dict]:
     net = _python_object(spec)
+    if not model.given:
+        native = _native_denoiser(net, class_label)
+        if native is not None:
+            return native
+    if class_label is not None:
+        raise ConfigError(f"--class-label applies to EDM networks and diffusers folders, and {spec} is a network "
+                          "net(x_t, time); drop it")
     parametrization = model.parametrization
     if parametrization is None:
         raise ConfigError(f"--denoiser {spec} needs --parametrization, one of {', '.join(PARAMETRIZATIONS)}: what the "
@@ -132,16 +159,27 @@ def _reference(spec: str, datamodule) -> tuple[nn.Module, dict]:
 
 
 def resolve_denoiser(spec: str, datamodule, *, ema: bool = True, python: PythonModel | None = None,
-                     timesteps: str = "interpolate", device: torch.device | str = "cpu") -> tuple[DataShapedDenoiser,
-                                                                                                   dict]:
+                     timesteps: str = "interpolate", device: torch.device | str = "cpu",
+                     class_label: int | None = None) -> tuple[DataShapedDenoiser, dict]:
     """The denoiser ``spec`` names (see :data:`SPEC_FORMS`), checked against ``datamodule``'s samples, and a
-    description of it for the results file."""
+    description of it for the results file. ``class_label``: the class a class-conditional model is told."""
     python = python or PythonModel()
     path = Path(spec)
     if python.given and not spec.startswith("python:"):
         raise ConfigError("--parametrization and --process apply to python: models only (checkpoints and diffusers "
                           "folders say what they predict); drop them")
-    if spec.endswith(".ckpt"):
+    if class_label is not None and (spec.endswith(".ckpt") or spec in REFERENCES):
+        raise ConfigError(f"--class-label applies to class-conditional EDM networks and diffusers folders, not to "
+                          f"--denoiser {spec}; drop it")
+    if spec.startswith("edm:"):
+        from ..interop.edm import load_edm
+
+        try:
+            denoiser = load_edm(spec[len("edm:"):], class_labels=class_label)
+        except UserError as err:
+            raise type(err)(f"--denoiser {spec}: {err}") from None
+        info = {"kind": "edm", "model": type(denoiser.net).__name__}
+    elif spec.endswith(".ckpt"):
         try:
             loaded = read_checkpoint(path, ema=ema, map_location="cpu")
         except UserError as err:
@@ -152,17 +190,17 @@ def resolve_denoiser(spec: str, datamodule, *, ema: bool = True, python: PythonM
         from ..interop.diffusers import from_diffusers
 
         try:
-            denoiser = from_diffusers(path, timesteps=timesteps)
+            denoiser = from_diffusers(path, timesteps=timesteps, class_labels=class_label)
         except UserError as err:
             raise type(err)(f"--denoiser {spec}: {err}") from None
         info = {"kind": "diffusers", "parametrization": denoiser.parametrization,
                 "process": type(denoiser.process).__name__}
     elif spec.startswith("python:"):
-        denoiser, info = _wrap_python(spec, python, datamodule)
+        denoiser, info = _wrap_python(spec, python, datamodule, class_label)
     elif spec in REFERENCES:
         denoiser, info = _reference(spec, datamodule)
     else:
-        raise ConfigError(f"--denoiser {spec!r} is neither a run checkpoint (.ckpt), a diffusers folder, "
+        raise ConfigError(f"--denoiser {spec!r} is neither a run checkpoint (.ckpt), a diffusers folder, edm:PATH.pkl, "
                           f"python:module.attr nor an exact reference ({', '.join(REFERENCES)}); give one of those "
                           "(see --help)")
     if isinstance(denoiser, nn.Module):

@@ -24,15 +24,14 @@ refuses sigma outside it with one sentence (:class:`~diffuse_feat.process.SigmaO
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..errors import ConfigError
-from ..per_sample import append_dims
+from ..errors import ConfigError, ShapeError, SigmaError
+from ..per_sample import append_dims, check_sigma_values
 from ..preconditioning import EDMPreconditioning
 from ..process import DDPM, DiscreteSchedule, NoiseProcess, RectifiedFlow, VarianceExploding, VariancePreserving
 
@@ -48,26 +47,52 @@ __all__ = [
     "make_process",
     "wrap_prediction",
     "sigma_float64",
+    "check_sample_shape",
+    "without_learned_variance",
 ]
 
 Network = Callable[[Tensor, Tensor], Tensor]
 
 
 def sigma_float64(sigma: Tensor | float, x: Tensor) -> Tensor:
-    """``sigma`` as ``[B]`` float64 on ``x``'s device (a number is checked; a tensor's values are not, as in
-    :func:`~diffuse_feat.denoisers.preconditioned.sigma_per_sample`)."""
+    """``sigma`` as ``[B]`` float64 on ``x``'s device, refused in one sentence
+    (:class:`~diffuse_feat.errors.SigmaError`) unless it is one value or one per sample, each finite and >= 0 (a NaN
+    inside a tensor included)."""
     batch = x.shape[0]
     if not isinstance(sigma, Tensor):
         value = float(sigma)
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"sigma must be finite and >= 0 (noise standard deviation), got {value:.4g}")
+        check_sigma_values(value, value)
         return torch.full((batch,), value, device=x.device, dtype=torch.float64)
     s = sigma if sigma.dtype == torch.float64 and sigma.device == x.device else sigma.to(x.device, torch.float64)
     if s.ndim != 1:  # every call skipped here counts: an adapter calls this on every forward pass
         s = s.expand(batch) if s.ndim == 0 else s.reshape(-1)
     if s.shape[0] != batch:
-        raise ValueError(f"sigma has {s.shape[0]} values but the batch has {batch}; pass one sigma or one per sample")
+        raise SigmaError(f"sigma has {s.shape[0]} values but the batch has {batch}; pass one sigma or one per sample")
+    check_sigma_values(*(float(v) for v in torch.aminmax(s)))  # one reduction, NaN included
     return s
+
+
+def check_sample_shape(x: Tensor, data_shape: tuple[int, ...] | None, model: str) -> None:
+    """One sentence unless ``x`` is a batch of samples of ``data_shape`` (unknown: anything goes)."""
+    if data_shape is not None and tuple(x.shape[1:]) != data_shape:
+        what = (f"{x.shape[1]} channels where it takes {data_shape[0]}"
+                if x.ndim == len(data_shape) + 1 and x.shape[1] != data_shape[0] else f"shape {list(x.shape[1:])}")
+        raise ShapeError(f"{model} takes a batch of samples of shape {list(data_shape)} and got samples of {what}; "
+                         "give it data of the shape it was trained on")
+
+
+def without_learned_variance(out: Tensor, x_t: Tensor, model: str) -> Tensor:
+    """A network's prediction for ``x_t``: its output, or the first half of the channels of a model that also learned
+    the variance (guided-diffusion's and diffusers' ``learned``/``learned_range``: ``[eps or v, variance]``, twice the
+    input's channels); any other channel count is refused in one sentence naming both numbers."""
+    if out.shape == x_t.shape:
+        return out
+    channels = x_t.shape[1]
+    if out.ndim == x_t.ndim and out.shape[1] == 2 * channels and out.shape[2:] == x_t.shape[2:]:
+        return out[:, :channels]
+    got = f"{out.shape[1]} channels" if out.ndim == x_t.ndim and out.shape[2:] == x_t.shape[2:] else list(out.shape)
+    raise ShapeError(f"{model} returned {got} for an input of {channels} channels; a network predicts as many "
+                     f"channels as its input ({channels}), or twice as many ({2 * channels}) with a learned variance")
 
 
 class PredictionDenoiser(nn.Module):
@@ -93,14 +118,19 @@ class PredictionDenoiser(nn.Module):
         self.sigma_min, self.sigma_max = process.sigma_range()
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        check_sample_shape(x, self.data_shape, self.model_name)
         sigma64 = sigma_float64(sigma, x)
         t, scale = self.process.time_and_scale(sigma64)  # refuses sigma outside the process's range
         time = (t * self.time_scale if self.time_scale != 1.0 else t).to(self.time_dtype)
         scale = append_dims(scale.float(), x.ndim)
         x = x.float()
         x_t = scale * x
-        out = self.net(x_t, time).float()
+        out = without_learned_variance(self.net(x_t, time).float(), x_t, self.model_name)
         return self.to_denoised(out, x, x_t, append_dims(sigma64.float(), x.ndim), scale)
+
+    @property
+    def model_name(self) -> str:
+        return f"the {self.parametrization} model {type(self.net).__name__}"
 
     def to_denoised(self, out: Tensor, x: Tensor, x_t: Tensor, sigma: Tensor, scale: Tensor) -> Tensor:
         """``E[x0 | x]`` from the network's output (all fp32, ``sigma`` and ``scale`` broadcastable)."""
@@ -176,10 +206,14 @@ class EDMDenoiser(PredictionDenoiser):
         self.noise_conditioning = noise_conditioning
 
     def forward(self, x: Tensor, sigma: Tensor | float) -> Tensor:
+        check_sample_shape(x, self.data_shape, self.model_name)
         sigma64 = sigma_float64(sigma, x)
         c_skip, c_out, c_in = (append_dims(c, x.ndim) for c in self.preconditioning.coefficients(sigma64.float()))
         x = x.float()
         out = self.net(c_in * x, self.noise_conditioning(sigma64).to(self.time_dtype)).float()
+        if out.shape != x.shape:  # EDM's F has no variance half
+            raise ShapeError(f"{self.model_name} returned {list(out.shape)} for an input of {list(x.shape)}; EDM's F "
+                             "predicts one output shaped like its input")
         return c_skip * x + c_out * out
 
 

@@ -44,17 +44,22 @@ DISCRETE_PREDICTIONS = {"epsilon": EpsilonPredictionDenoiser, "v_prediction": VP
 
 
 class UNetPrediction(nn.Module):
-    """A diffusers U-Net as a plain ``net(x_t, timestep) -> tensor`` (its output's ``.sample``)."""
+    """A diffusers U-Net as a plain ``net(x_t, timestep) -> tensor`` (its output's ``.sample``), told a fixed class
+    label (``class_labels``, one per batch) when it is class-conditional."""
 
-    def __init__(self, unet: nn.Module):
+    def __init__(self, unet: nn.Module, class_label: int | None = None):
         super().__init__()
         self.unet = unet
+        self.class_label = class_label
 
     def forward(self, x_t: Tensor, timestep: Tensor) -> Tensor:
+        extra = {}
+        if self.class_label is not None:
+            extra["class_labels"] = torch.full((x_t.shape[0],), self.class_label, device=x_t.device, dtype=torch.long)
         if torch.is_grad_enabled():  # without grad the context does nothing, and this runs on every forward pass
             with attention_for_jacobians(self):
-                return self.unet(x_t, timestep).sample
-        return self.unet(x_t, timestep).sample
+                return self.unet(x_t, timestep, **extra).sample
+        return self.unet(x_t, timestep, **extra).sample
 
 
 def _read_json(path: Path) -> dict:
@@ -88,23 +93,68 @@ def _load_scheduler(diffusers, scheduler_dir: Path):
     return cls.from_pretrained(scheduler_dir, local_files_only=True)
 
 
+LEARNED_VARIANCE = ("learned", "learned_range")
+
+
+def _checked_config(config: dict, unet_dir: Path, class_labels: int | None) -> None:
+    """One sentence for a U-Net folder this cannot wrap: not a ``UNet2DModel`` (a text-conditional one included), a
+    class-conditional one without ``class_labels`` (or the other way round)."""
+    name = config.get("_class_name")
+    if name == "UNet2DConditionModel":
+        raise ConfigError(f"the {name} in {unet_dir} is text-conditional (it needs an encoded prompt on every call), "
+                          "and only UNet2DModels can be read; give a UNet2DModel folder")
+    if name != "UNet2DModel":
+        raise ConfigError(f"{unet_dir / 'config.json'} describes a {name!r}, and only a UNet2DModel can be read; give "
+                          "a UNet2DModel folder")
+    num_classes = config.get("num_class_embeds")
+    if config.get("class_embed_type") not in (None,) and not num_classes:
+        raise ConfigError(f"the UNet2DModel in {unet_dir} is conditioned through class_embed_type "
+                          f"{config.get('class_embed_type')!r} on a vector, and only class indices "
+                          "(num_class_embeds) are supported; give an unconditional or class-index model")
+    if num_classes and class_labels is None:
+        raise ConfigError(f"the UNet2DModel in {unet_dir} is class-conditional ({num_classes} classes); pass "
+                          f"class_labels=, the class in 0..{num_classes - 1} every call is told")
+    if class_labels is not None and not num_classes:
+        raise ConfigError(f"the UNet2DModel in {unet_dir} is unconditional; drop class_labels")
+    if class_labels is not None and not 0 <= int(class_labels) < num_classes:
+        raise ConfigError(f"class_labels={class_labels} is not a class of the UNet2DModel in {unet_dir}; give one in "
+                          f"0..{num_classes - 1}")
+
+
+def _check_output_channels(config: dict, scheduler, unet_dir: Path) -> None:
+    """A U-Net predicts as many channels as it takes, or twice as many with a learned variance (which the scheduler
+    must say): anything else is refused naming both numbers."""
+    channels_in, channels_out = int(config.get("in_channels", 3)), int(config.get("out_channels", 3))
+    variance = getattr(scheduler.config, "variance_type", None)
+    if channels_out == 2 * channels_in and variance not in LEARNED_VARIANCE:
+        raise ConfigError(f"the UNet2DModel in {unet_dir} predicts {channels_out} channels for {channels_in} input "
+                          f"channels (a learned variance) but its scheduler's variance_type is {variance!r}; save "
+                          f"the scheduler it was trained with (variance_type one of {', '.join(LEARNED_VARIANCE)})")
+    if channels_out not in (channels_in, 2 * channels_in):
+        raise ConfigError(f"the UNet2DModel in {unet_dir} predicts {channels_out} channels for {channels_in} input "
+                          f"channels; a denoiser's U-Net predicts {channels_in} (or {2 * channels_in} with a learned "
+                          "variance)")
+
+
 def from_diffusers(folder: str | os.PathLike, *, timesteps: Literal["interpolate", "nearest"] = "interpolate",
-                   device=None) -> PredictionDenoiser:
+                   class_labels: int | None = None, device=None) -> PredictionDenoiser:
     """The sigma-space denoiser ``D(x, sigma)`` of a saved diffusers U-Net and its scheduler (eval mode, fp32).
 
     On a discrete (DDPM-family) schedule a sigma becomes a timestep as ``timesteps`` says (see
-    :class:`~diffuse_feat.process.DiscreteSchedule`), and sigma outside the table is refused. ``data_shape`` is the
-    U-Net's ``(in_channels, H, W)``.
+    :class:`~diffuse_feat.process.DiscreteSchedule`), and sigma outside the table is refused; a zero-terminal-SNR
+    schedule (``rescale_betas_zero_snr=True``: the last timestep is pure noise, sigma infinite) is usable up to its
+    next-to-last timestep, which is ``sigma_max``. A learned-variance U-Net (``out_channels = 2 in_channels``,
+    scheduler ``variance_type`` learned or learned_range) is read through its eps (or v) half, as its scheduler does.
+    A class-conditional U-Net (``num_class_embeds``) is told ``class_labels`` (a class index) on every call;
+    text-conditional ones (``UNet2DConditionModel``) are refused. ``data_shape`` is the U-Net's ``(in_channels, H,
+    W)``.
     """
     diffusers = require_diffusers()
     unet_dir, scheduler_dir = find_diffusers_model(folder)
     config = _read_json(unet_dir / "config.json")
-    if config.get("_class_name") != "UNet2DModel":
-        raise ConfigError(f"{unet_dir / 'config.json'} describes a {config.get('_class_name')!r}, and only an "
-                          "unconditional UNet2DModel can be read; give a UNet2DModel folder")
-    if config.get("class_embed_type") or config.get("num_class_embeds"):
-        raise ConfigError(f"the UNet2DModel in {unet_dir} is class-conditional, and only unconditional models can "
-                          "be wrapped; give an unconditional UNet2DModel")
+    _checked_config(config, unet_dir, class_labels)
+    scheduler = _load_scheduler(diffusers, scheduler_dir)
+    _check_output_channels(config, scheduler, unet_dir)
     unet = diffusers.UNet2DModel.from_pretrained(unet_dir, local_files_only=True, low_cpu_mem_usage=False)
     unet = unet.float().eval()
     if device is not None:
@@ -112,9 +162,8 @@ def from_diffusers(folder: str | os.PathLike, *, timesteps: Literal["interpolate
     size = config.get("sample_size")
     height, width = (size, size) if isinstance(size, int) else tuple(size)
     data_shape = (int(config.get("in_channels", 3)), int(height), int(width))
-    scheduler = _load_scheduler(diffusers, scheduler_dir)
     prediction = getattr(scheduler.config, "prediction_type", "epsilon")
-    net = UNetPrediction(unet)
+    net = UNetPrediction(unet, None if class_labels is None else int(class_labels))
     if hasattr(scheduler, "precondition_outputs"):  # the EDM schedulers
         if prediction != "epsilon":
             raise ConfigError(f"{type(scheduler).__name__} with prediction_type {prediction!r} is not supported; "
