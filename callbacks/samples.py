@@ -20,13 +20,15 @@ class SampleGridCallback(DiagnosticCallback):
                  use_ema: bool = True, seed: int = 0, at_train_end: bool = True, name: str | None = None):
         super().__init__(SampleGrid(num_samples=num_samples, num_steps=num_steps, sampler=sampler, seed=seed),
                          every_n_steps=every_n_steps, at_train_end=at_train_end, use_ema=use_ema, name=name)
+        self._real_shown = False
 
     def report(self, reporter, measured, step, trainer, model) -> None:
         samples, real = measured.artifacts["samples"], measured.artifacts["real"]
         if samples.ndim == 4:
             nrow = max(1, int(samples.shape[0] ** 0.5))
             reporter.images(f"samples/{self.name}/generated", image_grid(samples, nrow), step)
-            if real is not None:
+            if real is not None and not self._real_shown:  # the same training images every time: once a run
                 reporter.images(f"samples/{self.name}/real", image_grid(real, nrow), step)
+                self._real_shown = True
         elif samples.ndim == 2 and samples.shape[1] == 2:
             super().report(reporter, measured, step, trainer, model)

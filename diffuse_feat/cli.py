@@ -26,12 +26,17 @@ import lightning.pytorch as pl
 import torch
 import yaml
 from jsonargparse import lazy_instance
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities import rank_zero_only
 
+from .checkpoint_io import AtomicCheckpointIO
 from .errors import CheckpointError, error_chain, one_sentence_errors
+from .interrupt import RunInterrupted, SaveOnInterrupt
 from .lightning_private import instantiate_cli_trainer
 from .modules.base import BackboneModule
+from .progress_bar import RunProgressBar
 from .run_folder import (
     LIGHTNING_CKPT_ALIASES,
     RunFolderGuard,
@@ -41,6 +46,8 @@ from .run_folder import (
     run_folder_of,
 )
 from .run_logger import RunLogger
+from .run_messages import RunAnnouncer, quiet_lightning
+from .setting_names import closest_setting, setting_names
 
 __all__ = ["DiffuseFeatCLI", "main", "DEFAULT_CONFIG", "auto_precision", "command_line"]
 
@@ -105,7 +112,10 @@ class DiffuseFeatCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("seed_everything_default", 0)
         # exit_on_error=False: parsing mistakes raise, so main() can print them as one sentence (not ~65 lines)
-        kwargs.setdefault("parser_kwargs", {"default_env": False, "exit_on_error": False, "description": HELP})
+        # allow_abbrev=False: `--trainer.max_epoch` (a typo) must not silently mean `--trainer.max_epochs`
+        # (jsonargparse gives subcommand parsers the main parser's allow_abbrev)
+        kwargs.setdefault("parser_kwargs", {"default_env": False, "exit_on_error": False, "description": HELP,
+                                            "allow_abbrev": False})
         self.run_folder_guard: RunFolderGuard | None = None
         self.resume_step: int | None = None
         self.trainer: pl.Trainer | None = None
@@ -122,16 +132,24 @@ class DiffuseFeatCLI(LightningCLI):
         parser.link_arguments("data.num_classes", "model.init_args.num_classes", apply_on="instantiate")
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults({
-            "checkpoint.save_last": True,
+            # one checkpoint file per run: last.ckpt is a link to the newest epoch=...ckpt, not a 20 MB copy of it
+            # (Lightning 2.6 writes last.ckpt only when it saved a top-k one, so save_top_k stays 1: more on request)
+            "checkpoint.save_last": "link",
             # a resume overwrites its run's own last.ckpt instead of writing last-v1.ckpt beside a stale one
             "checkpoint.enable_version_counter": False,
+            # the table of parameters is one more screen before the progress bar; --trainer.enable_model_summary=true
+            "trainer.enable_model_summary": False,
             "trainer.logger": lazy_instance(RunLogger, save_dir="runs", name="default", default_hp_metric=False),
         })
 
     def parse_arguments(self, parser, args) -> None:
         """Parse ``args`` (already completed by :func:`command_line`; no "args parameter" warning: ``main`` passes
         ``sys.argv`` on purpose), then check a checkpoint to resume from before Lightning reads it."""
-        self.config = parser.parse_args(args)
+        try:
+            self.config = parser.parse_args(args)
+        except argparse.ArgumentError as err:  # a typo: main() words it, with the closest setting there is
+            err.setting_names = setting_names(parser, args)
+            raise
         subcommand = self.config.get("subcommand")
         ckpt = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt and str(ckpt) not in LIGHTNING_CKPT_ALIASES:
@@ -168,17 +186,29 @@ class DiffuseFeatCLI(LightningCLI):
                 continue_in_run_folder(config.trainer.get("logger"), run_dir, self.resume_step)
 
     def instantiate_trainer(self, **kwargs):
-        # The `checkpoint` group always builds a ModelCheckpoint; drop it when the user turned checkpointing off.
         config = self.config_init[self.subcommand] if self.subcommand else self.config_init
-        checkpointing = {**config.get("trainer", {}), **kwargs}.get("enable_checkpointing") is not False
+        trainer_config = {**config.get("trainer", {}), **kwargs}
+        # The `checkpoint` group always builds a ModelCheckpoint; drop it when the user turned checkpointing off.
+        checkpointing = trainer_config.get("enable_checkpointing") is not False
         guard = RunFolderGuard(self.resume_step) if self.subcommand == "fit" else None
+        extra = [guard, SaveOnInterrupt(), RunAnnouncer(self.resume_step)] if guard else []
+        if trainer_config.get("enable_progress_bar") is not False and not any(
+                isinstance(cb, ProgressBar) for cb in _as_list(trainer_config.get("callbacks"))):
+            extra.append(RunProgressBar())  # the run's step and total, and a resumed epoch's bar
+        plugins = _as_list(trainer_config.get("plugins"))
+        if not any(isinstance(p, CheckpointIO) for p in plugins):  # checkpoints written whole or not at all
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
         trainer = instantiate_cli_trainer(self, lambda cb: checkpointing or not isinstance(cb, ModelCheckpoint),
-                                          extra=[guard] if guard else [], **kwargs)
+                                          extra=extra, **kwargs)
         if guard is not None:
             guard.claim(trainer)  # the run folder's lock, before anything is written there
             self.run_folder_guard = guard
         self.trainer = trainer
         return trainer
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def use_run_logger(trainer_config) -> None:
@@ -199,9 +229,16 @@ def _first_line(error: BaseException) -> str:
 def argument_error_sentence(error: BaseException, args: list[str]) -> str:
     """One sentence for a parsing error of jsonargparse (whose message nests every Union member it tried)."""
     innermost = _first_line(error_chain(error)[-1])
+    names = next((e.setting_names for e in error_chain(error) if hasattr(e, "setting_names")), [])
+
+    def did_you_mean(given: str) -> str:
+        suggestion = closest_setting(given, names)
+        return f" (did you mean --{suggestion}?)" if suggestion else ""
+
     if innermost.lower().startswith("unrecognized arguments"):
         unknown = [a for a in innermost.split(":", 1)[1].split() if a not in SUBCOMMANDS]
-        return f"{' '.join(unknown)}: no such setting; {SEE_SETTINGS}."
+        hint = did_you_mean(unknown[0]) if unknown else ""
+        return f"{' '.join(unknown)}: no such setting{hint}; {SEE_SETTINGS}."
     keys = re.findall(r'Parser key "([^"]+)"', str(error))
     key = keys[-1] if keys else ""
     named = re.search(r"Option '([^']+)' is not accepted", innermost)
@@ -209,7 +246,8 @@ def argument_error_sentence(error: BaseException, args: list[str]) -> str:
     given = next((a for a in reversed(args) if field and re.search(rf"[.-]{re.escape(field)}(=|$)", a)), None)
     where = given or (f"--{key}" if key else "the arguments")
     problem = f"no such setting '{field}'" if named else re.sub(r"<class '([^']+)'>", r"\1", innermost)
-    return f"{where}: {problem}; {SEE_SETTINGS}."
+    hint = did_you_mean(given) if named and given else ""
+    return f"{where}: {problem}{hint}; {SEE_SETTINGS}."
 
 
 def _informational_logs_to_stdout() -> None:
@@ -223,12 +261,24 @@ def _informational_logs_to_stdout() -> None:
 
 def main(args: list[str] | None = None) -> None:
     _informational_logs_to_stdout()
+    quiet_lightning()
     # Lightning 2.6 calls a pytree API that torch deprecated: nothing the user can act on, one line in every run
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     given = list(sys.argv[1:] if args is None else args)
 
     def describe(err: Exception) -> str | None:
-        return argument_error_sentence(err, given) if isinstance(err, argparse.ArgumentError) else None
+        if isinstance(err, argparse.ArgumentError):
+            return argument_error_sentence(err, given)
+        past = re.search(r"current_epoch=(\d+), but you have set Trainer\(max_epochs=(-?\d+)\)", str(err))
+        if past:  # Lightning's MisconfigurationException, raised after the model is built
+            return (f"--ckpt_path: that run is already in epoch {past.group(1)}, past --trainer.max_epochs="
+                    f"{past.group(2)}; give a larger --trainer.max_epochs to train it further")
+        return None
 
-    with one_sentence_errors(describe):
-        DiffuseFeatCLI(args=given)
+    try:
+        with one_sentence_errors(describe):
+            DiffuseFeatCLI(args=given)
+    except RunInterrupted as stopped:  # Ctrl-C or SIGTERM: saved; where, and how to go on (said once under DDP)
+        if rank_zero_only.rank == 0:
+            print("\n".join(stopped.lines()), file=sys.stderr)
+        sys.exit(130)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -36,7 +37,8 @@ try:
 except ImportError:  # Windows: no flock; runs are then not protected against a second process
     fcntl = None
 
-__all__ = ["read_checkpoint", "run_folder_of", "continue_in_run_folder", "changed_settings", "RunLock",
+__all__ = ["read_checkpoint", "flatten_config", "run_folder_of",
+           "continue_in_run_folder", "changed_settings", "RunLock",
            "RunFolderGuard", "LIGHTNING_CKPT_ALIASES", "LOCK_NAME", "RESUME_COMPARED"]
 
 LOCK_NAME = ".train.lock"
@@ -93,17 +95,20 @@ def continue_in_run_folder(logger: Mapping | None, run_dir: Path, step: int) -> 
     save_dir = run_dir.parent.parent
     with contextlib.suppress(ValueError):  # as the run wrote it (runs/...): ModelCheckpoint then reloads its state
         save_dir = save_dir.relative_to(Path.cwd().resolve())
-    init["save_dir"], init["name"], init["version"] = str(save_dir), run_dir.parent.name, run_dir.name
+    numbered = re.fullmatch(r"version_(\d+)", run_dir.name)  # the number, as a new run has it (v_num=0, not "on_0")
+    init["save_dir"], init["name"] = str(save_dir), run_dir.parent.name
+    init["version"] = int(numbered.group(1)) if numbered else run_dir.name
     if class_path.endswith("RunLogger"):  # events after the checkpoint's step are dropped when TensorBoard reads them
         init["purge_step"] = step + 1
     return True
 
 
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+def flatten_config(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config as ``{"a.b.c": value}`` (lists are values)."""
     if isinstance(tree, Mapping):
         out: dict[str, Any] = {}
         for key, value in tree.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: tree}
 
@@ -111,8 +116,8 @@ def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
 def changed_settings(saved: Mapping, current: Mapping) -> list[tuple[str, Any, Any]]:
     """``(key, run's value, new value)`` for every setting under :data:`RESUME_COMPARED` that both configs hold and
     that differs (a key only one of them has, e.g. an argument added to a class since, is not a change)."""
-    old = _flatten({k: saved.get(k) for k in RESUME_COMPARED})
-    new = _flatten({k: current.get(k) for k in RESUME_COMPARED})
+    old = flatten_config({k: saved.get(k) for k in RESUME_COMPARED})
+    new = flatten_config({k: current.get(k) for k in RESUME_COMPARED})
     return [(key, old[key], new[key]) for key in sorted(old.keys() & new.keys()) if old[key] != new[key]]
 
 

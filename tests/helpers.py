@@ -83,3 +83,18 @@ class InterruptAtStep(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step >= self.step:
             raise Interrupted(f"interrupted at step {trainer.global_step}")
+
+
+class SignalAtStep(Callback):
+    """Sends this process ``signal_name`` while step ``step`` trains (as a Ctrl-C or a cluster's SIGTERM would):
+    from the start of that step, so the run under test stops after it. A resumed run starts past it."""
+
+    def __init__(self, step: int, signal_name: str = "SIGINT"):
+        self.step, self.signal_name = step, signal_name
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step - 1:
+            import os
+            import signal
+
+            os.kill(os.getpid(), getattr(signal, self.signal_name))

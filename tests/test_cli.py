@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = ["--data.init_args.n_train=128", "--data.init_args.batch_size=64",
@@ -47,6 +48,14 @@ MISTAKES = {
     "zero batch_size": (["--data.init_args.batch_size=0"], ["data.batch_size", ">= 1"]),
     "unknown key": (["--model.init_args.no_such_key=1"], ["no_such_key", "--print_config"]),
     "unknown argument": (["--trainer.max_epochz=3"], ["max_epochz", "--print_config"]),
+    # no abbreviations: a missing letter is a typo, not a prefix of --trainer.max_epochs
+    "abbreviation": (["--trainer.max_epoch=3"], ["--trainer.max_epoch=3: no such setting",
+                                                  "(did you mean --trainer.max_epochs?)"]),
+    "swapped letters": (["--trainer.max_epcohs=3"], ["(did you mean --trainer.max_epochs?)"]),
+    "model typo": (["--model.init_args.lrr=0.1"], ["no such setting 'lrr' (did you mean --model.init_args.lr?)"]),
+    # one learning rate: the optimizer's own is not a setting (the model's lr is what it gets)
+    "optimizer lr": (["--model.init_args.optimizer.init_args.lr=0.1"],
+                     ["no such setting 'lr' (did you mean --model.init_args.lr?)"]),
     "missing checkpoint": (["--ckpt_path=nowhere/last.ckpt"], ["--ckpt_path", "no file", ".ckpt"]),
     "empty checkpoint": (["--ckpt_path=empty.ckpt"], ["--ckpt_path", "empty", "another checkpoint"]),
     "truncated checkpoint": (["--ckpt_path=truncated.ckpt"], ["--ckpt_path", "truncated", "another checkpoint"]),
@@ -123,11 +132,51 @@ def test_arguments_without_subcommand_or_config_run_the_default_experiment(tmp_p
     assert (tmp_path / "runs" / "default" / "version_1" / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_run_prints_where_it_goes_and_nothing_else(tmp_path):
+    """Two lines (run folder and TensorBoard; at the end the checkpoint) besides the bar: no Lightning info lines, no
+    litlogger tip, no srun advice outside a SLURM allocation (Debian's slurm-wlm is installed where CI runs this),
+    no second checkpoint file, and on resume no "Checkpoint directory ... exists and is not empty"."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    first = subprocess.run([sys.executable, str(REPO / "train.py"), *TINY, "--trainer.max_epochs=1",
+                            "--trainer.log_every_n_steps=1"], cwd=tmp_path,
+                           env=environ, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr
+    run = "runs/default/version_0"
+    assert first.stdout.splitlines() == [
+        f"Training {run}; watch it with: tensorboard --logdir {run}",
+        f"Done after step 2: {run}, checkpoint {run}/checkpoints/last.ckpt; see it with: tensorboard --logdir {run}"]
+    assert first.stderr == ""
+    assert sorted(p.name for p in (tmp_path / run / "checkpoints").iterdir()) == ["epoch=0-step=2.ckpt", "last.ckpt"]
+    assert (tmp_path / run / "checkpoints" / "last.ckpt").is_symlink()  # one file, not two identical ones
+    resumed = subprocess.run([sys.executable, str(REPO / "train.py"), "--ckpt_path", f"{run}/checkpoints/last.ckpt",
+                              "--trainer.max_epochs=2"], cwd=tmp_path, env=environ, capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.splitlines()[0] == f"Resuming {run} at step 2; watch it with: tensorboard --logdir {run}"
+    assert resumed.stderr == ""
+
+
+def test_the_readmes_start_here_output_is_what_a_default_run_prints():
+    """The lines around the bar in README's "Start here" are the ones the test above checks for a tiny run, here for
+    the default experiment: 60 epochs of 12 batches (1,500 training digits in batches of 128)."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    shown = re.search(r"<!-- start-here-output -->\n```\n(.*?)```", readme, flags=re.S).group(1).splitlines()
+    run = "runs/default/version_0"
+    assert shown[0] == f"Training {run}; watch it with: tensorboard --logdir {run}"
+    assert shown[1].startswith("Epoch 59: 100%|██████████| 12/12 [") and "step=720/720, v_num=0" in shown[1]
+    assert shown[2] == (f"Done after step 720: {run}, checkpoint {run}/checkpoints/last.ckpt; see it with: "
+                        f"tensorboard --logdir {run}")
+
+
 def test_print_config_and_help(tmp_path):
     printed = train_py("--print_config", cwd=tmp_path)
     assert printed.returncode == 0, printed.stderr
     assert "class_path: diffuse_feat.modules.DiffusionModule" in printed.stdout
     assert "class_path: diffuse_feat.data.DigitsDataModule" in printed.stdout
+    model = yaml.safe_load(printed.stdout)["model"]["init_args"]
+    assert model["lr"] == 0.002 and "lr" not in model["optimizer"]["init_args"]  # one learning rate, one setting
     shown = train_py("--help", cwd=tmp_path).stdout
     for common in ("--trainer.max_epochs", "--model.init_args.lr", "--ckpt_path", "python train.py fit --help"):
         assert common in " ".join(shown.split()), common
@@ -166,6 +215,21 @@ def test_a_changed_hyperparameter_on_resume_is_refused_in_one_sentence(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.init_args.lr is 0.01 (the run used 0.002)" in err[0], err
     assert "without --ckpt_path" in err[0] and last.read_bytes() == before
+
+
+def test_resuming_a_run_already_past_max_epochs_is_one_sentence(tmp_path, monkeypatch, capsys):
+    from diffuse_feat.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit):  # stopped in its second epoch (2 steps an epoch), after step 3
+        main([*TINY, "--trainer.max_epochs=5", "--trainer.callbacks+=tests.helpers.SignalAtStep",
+              "--trainer.callbacks.init_args.step=3"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        main(["--ckpt_path", "runs/default/version_0/checkpoints/last.ckpt", "--trainer.max_epochs=0"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: --ckpt_path: that run is already in epoch 1, past --trainer.max_epochs=0; give a larger "
+                   "--trainer.max_epochs to train it further"], err
 
 
 def test_a_second_process_on_the_same_run_folder_is_refused_and_a_killed_ones_lock_is_gone(tmp_path, monkeypatch,

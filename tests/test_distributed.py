@@ -123,3 +123,37 @@ def test_ddp_nan_on_one_rank_stops_every_rank_with_the_same_message(tmp_path):
     assert out.stderr.count(message) == 2, out.stderr[-3000:]  # one per rank (their lines may interleave)
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "runs").rglob("*.ckpt"))
+
+
+def test_ddp_run_stopped_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):
+    """Two ranks, 4 batches each an epoch: a SIGINT during step 6 (in epoch 1) stops both after it with one
+    checkpoint; the printed resume command continues on two ranks, each skipping the 2 batches of its own shard it
+    had served, and ends with the weights of a run never stopped."""
+    from .test_training import weights_in
+
+    base = [sys.executable, str(REPO / "train.py"), "fit", "--config", str(REPO / "configs/default.yaml"),
+            "--data.init_args.n_train=256", "--data.init_args.batch_size=32",
+            "--model.init_args.backbone.init_args.width=32", "--model.init_args.backbone.init_args.depth=1",
+            "--trainer.max_epochs=3", "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.strategy=ddp",
+            "--trainer.enable_progress_bar=false", "--trainer.log_every_n_steps=1", "--trainer.callbacks=[]"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base[:2], *args] if args[:1] == ("--ckpt_path",) else [*base, *args], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=600)
+
+    full = run("--trainer.logger.init_args.name=full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    cut = run("--trainer.logger.init_args.name=cut", "--trainer.callbacks+=tests.helpers.SignalAtStep",
+              "--trainer.callbacks.init_args.step=6")
+    assert cut.returncode == 130, cut.stderr[-3000:]
+    last = "runs/cut/version_0/checkpoints/last.ckpt"
+    assert cut.stderr.strip().splitlines()[-2:] == [f"Stopped by SIGINT after step 6; the run is saved in {last}",
+                                                    f"Resume it with: python train.py --ckpt_path {last}"]
+    assert cut.stderr.count("Resume it with") == 1  # said by rank zero only
+    resumed = run("--ckpt_path", last)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a = weights_in(tmp_path / "runs/full/version_0/checkpoints/last.ckpt")
+    b = weights_in(tmp_path / last)
+    assert torch.load(tmp_path / last, weights_only=False)["global_step"] == 12
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -3,6 +3,8 @@ exact references (which is also how every diagnostic is reachable without traini
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from diffuse_feat.data import DigitsDataModule, GaussianMixtureDataModule, RHMDataModule
@@ -75,3 +77,22 @@ def test_alignment_and_scatter_figures(tmp_path):
     history = [{"step": s, "signal": 0.1 * s, "noise": 0.05 * s, "increment_ratio": 2.0} for s in range(4)]
     saved(alignment_figure(last, history, theory=2.0), tmp_path, "alignment", 3)
     saved(samples_scatter(torch.randn(20, 2), torch.randn(30, 2), title="2-D"), tmp_path, "scatter", 1)
+
+
+def test_the_feature_learning_digits_panel_labels_its_measured_values_without_overlap(tmp_path, monkeypatch):
+    """Over less than a decade a log axis labels its minor ticks (2x10^0, 3x10^0, 4x10^0) on top of each other; the
+    noisy-digits panel labels the n SNR^2 it measured instead."""
+    import json
+
+    import matplotlib.figure
+
+    from diffuse_feat.reproduce.feature_learning import plot
+
+    drawn = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: drawn.append(fig))
+    payload = json.loads((Path(__file__).resolve().parent.parent / "results/quick/feature_learning.json").read_text())
+    plot(payload, tmp_path / "feature_learning.png")
+    panel = drawn[0].axes[2]
+    measured = sorted({r["n_snr2"] for r in payload["noisy_digits"]["runs"]})
+    assert [t.get_text() for t in panel.get_xticklabels()] == [f"{v:g}" for v in measured]
+    assert not [t for t in panel.xaxis.get_minorticklabels() if t.get_text()]

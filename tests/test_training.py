@@ -102,8 +102,14 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
 def _all_weights(cli) -> dict[str, torch.Tensor]:
     """The run's live weights and Adam moments, from its last.ckpt. Not ``cli.model``: at the end of fit the EMA
     callback copies its average in, and before its first update that is the initial weights of every run."""
-    ckpt = torch.load(Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt", weights_only=False)
-    assert ckpt["global_step"] == cli.trainer.global_step
+    path = Path(cli.trainer.log_dir) / "checkpoints" / "last.ckpt"
+    assert torch.load(path, weights_only=False)["global_step"] == cli.trainer.global_step
+    return weights_in(path)
+
+
+def weights_in(path: Path) -> dict[str, torch.Tensor]:
+    """The live weights and Adam moments in the checkpoint ``path``."""
+    ckpt = torch.load(path, weights_only=False)
     live = ckpt.get("current_model_state", ckpt["state_dict"])
     moments = {f"adam.{i}.{k}": v for i, state in ckpt["optimizer_states"][0]["state"].items()
                for k, v in state.items() if k != "step"}

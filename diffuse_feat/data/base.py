@@ -10,11 +10,11 @@ declares (:mod:`diffuse_feat.capabilities` lists them all).
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Iterator, Sequence
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities.rank_zero import rank_zero_warn
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
@@ -84,7 +84,10 @@ class ResumableLoader(DataLoader):
     Lightning saves ``state_dict()`` of a training loader that has one and hands it back to ``load_state_dict`` on
     resume; without it the resumed epoch restarts its data order and the weights drift from an uninterrupted run's.
     The state is the epoch and the batches of it already handed out (Lightning does not fetch ahead from a loader
-    of known length); the resumed iteration of that same epoch leaves them out.
+    of known length); the resumed iteration of that same epoch leaves them out. Under DDP Lightning puts a
+    ``DistributedSampler`` around the sampler and every rank has served the same number of batches of its own shard
+    (the shards are a function of the epoch), so each rank skips that many of its batches: the same exact
+    continuation on several processes (tests/test_distributed.py).
     """
 
     def __init__(self, *args, **kwargs):
@@ -95,18 +98,17 @@ class ResumableLoader(DataLoader):
     def __iter__(self):
         # a generator: it starts at the first batch, after Lightning has called the sampler's set_epoch
         sampler = self.sampler
-        if not isinstance(sampler, EpochSeededSampler):  # Lightning wrapped it for DDP: skipping would be per rank
-            if self._resume is not None and self._resume["batches"] > 0:
-                rank_zero_warn("a mid-epoch resume on several processes restarts that epoch's data order")
-            self._resume = None
-            yield from super().__iter__()
-            return
-        self._epoch, self._served = sampler.epoch, 0
+        epoch = int(getattr(sampler, "epoch", 0))
         resume, self._resume = self._resume, None
-        if resume is not None and resume["epoch"] == sampler.epoch and 0 < resume["batches"] < len(self):
-            self._served = resume["batches"]
-            sampler.skip = self._served * self.batch_size  # whole batches: only the last one may be short
-        for batch in super().__iter__():
+        skip = resume["batches"] if resume is not None and resume["epoch"] == epoch else 0
+        skip = skip if 0 < skip < len(self) else 0
+        self._epoch, self._served = epoch, skip
+        if isinstance(sampler, EpochSeededSampler):  # one process: the sampler leaves the served indices out
+            sampler.skip = skip * self.batch_size  # whole batches: only the last one may be short
+            batches = super().__iter__()
+        else:  # Lightning's DistributedSampler around ours (DDP): each rank served `skip` batches of its own shard
+            batches = itertools.islice(super().__iter__(), skip, None)  # in-memory batches: skipping costs ~us each
+        for batch in batches:
             self._served += 1
             yield batch
 

@@ -24,7 +24,7 @@ from ..errors import ConfigError, NonFiniteLossError, ShapeError
 
 __all__ = ["BackboneModule", "OptimizerFactory", "detach_from_cli"]
 
-OptimizerFactory = Callable[[Iterable], torch.optim.Optimizer]
+OptimizerFactory = Callable[[Iterable, float], torch.optim.Optimizer]
 
 
 def detach_from_cli(factory: Callable) -> Callable:
@@ -176,10 +176,21 @@ class BackboneModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         self.raise_if_nonfinite()  # Lightning writes the file after this hook: a NaN state is never saved
-        checkpoint["noise_generator_state"] = self.noise_generator.get_state()
+        state = self.noise_generator.get_state()
+        checkpoint["noise_generator_state"] = state
+        trainer = self._trainer
+        if trainer is not None and trainer.world_size > 1:  # every rank draws its own noise: keep every rank's
+            # (this hook runs on every rank; rank zero writes the file)
+            gathered = self.all_gather(state.to(self.device))
+            # clone(): each state its own storage (a row of the gathered tensor is a view at an offset, which
+            # Generator.set_state does not honour after a round trip through torch.save: it segfaulted)
+            checkpoint["noise_generator_states"] = [row.to("cpu", torch.uint8).clone() for row in gathered]
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("noise_generator_state")
+        states = checkpoint.get("noise_generator_states")
+        if states is not None and self.global_rank < len(states):  # saved by as many ranks: this one's own
+            state = states[self.global_rank]
         if state is not None:
             self._noise_generator = None
             self._pending_generator_state = state

@@ -75,8 +75,8 @@ from .seeds import summarize_over_seeds
 DESCRIPTION = "Han et al. 2025: diffusion learns signal and noise in balance, a classifier has a phase transition"
 
 CURVE_KEYS = ("signal", "noise", "ratio", "signal_abs", "noise_abs", "ratio_abs", "increment_ratio")
-# note §8.1 (numpy simulation, seed 0, sigma_0 = 0.01, same n, d, m): stationary diffusion ratio and
-# classifier ratio at 400 steps, by n SNR^2
+# a numpy simulation of Han et al.'s Section 5.1 setting (seed 0, sigma_0 = 0.01, same n, d, m): stationary
+# diffusion ratio and classifier ratio at 400 steps, by n SNR^2
 NOTE_DIFFUSION_RATIO = {0.25: 0.32, 0.75: 0.66, 2.25: 1.04, 6.75: 1.41, 20.25: 1.77}
 NOTE_CLASSIFICATION_RATIO = {0.25: 0.013, 0.75: 0.040, 2.25: 0.33, 6.75: 3.1, 20.25: 6.4}
 STABLE_STEP_LIMIT = 20.25  # n SNR^2 above which the diffusion step shrinks (diffusion_lr)
@@ -273,8 +273,9 @@ def plot(payload: dict, path: Path) -> None:
         ax.plot(*zip(*pts, strict=True), "o-", color=color, label=f"{objective} (final)")
     xs = sorted({round(r["n_snr2"], 6) for r in runs})
     ax.plot(xs, [x / 2 for x in xs], "k--", lw=1, label="n SNR^2 / 2 (diffusion linear phase)")
-    ax.plot(*zip(*sorted(NOTE_DIFFUSION_RATIO.items()), strict=True), "x", color="C0", label="note §8 diffusion")
-    ax.plot(*zip(*sorted(NOTE_CLASSIFICATION_RATIO.items()), strict=True), "x", color="C3", label="note §8 classifier")
+    for simulated, color, objective in ((NOTE_DIFFUSION_RATIO, "C0", "diffusion"),
+                                        (NOTE_CLASSIFICATION_RATIO, "C3", "classifier")):
+        ax.plot(*zip(*sorted(simulated.items()), strict=True), "x", color=color, label=f"numpy simulation, {objective}")
     early = sorted((r["n_snr2"], r["early_increment_ratio"]) for r in runs if r["objective"] == "diffusion")
     ax.plot(*zip(*early, strict=True), "s:", color="C0", mfc="none", label="diffusion early increment ratio")
     if payload["threshold"] is not None:
@@ -299,6 +300,11 @@ def plot(payload: dict, path: Path) -> None:
     ax.axhline(1, color="gray", lw=0.5)
     ax.set(xscale="log", yscale="log", xlabel="n SNR^2", ylabel="signal / noise",
            title="noisy digits (0 vs 1): signal / noise")
+    # a log axis over less than a decade labels its minor ticks (2x10^0, 3x10^0...) on top of each other: label the
+    # measured values only
+    measured = sorted({r["n_snr2"] for r in digits})
+    ax.minorticks_off()
+    ax.set_xticks(measured, labels=[f"{v:g}" for v in measured])
     ax.legend(fontsize=7)
     # (d-f) curves at the lowest and highest n SNR^2 of the paper's pair, and the digits' extremes
     lo, hi = (0.75, 6.75) if {0.75, 6.75} <= set(xs) else (xs[0], xs[-1])
@@ -392,7 +398,8 @@ def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path
         "checks": checks(runs),
         "note": {"diffusion_stationary_ratio": NOTE_DIFFUSION_RATIO,
                  "classification_ratio_400_steps": NOTE_CLASSIFICATION_RATIO,
-                 "source": "shared/papers/han2024_feature_learning.md §8.1 (the note's own numpy simulation)"},
+                 "source": "a numpy simulation of the synthetic setting of Han, Huang, Cao and Zou (ICLR 2025), "
+                           "'On the Feature Learning in Diffusion Models', Section 5.1; not numbers the paper prints"},
     }
     return write_results(out, "feature_learning", payload, plot)
 
@@ -407,7 +414,7 @@ def table_rows(payload: dict) -> list[dict]:
             ref = note[objective].get(x)
             rows.append({"quantity": f"{objective} signal/noise, n·SNR²={x:g}", "value": r["ratio"],
                          "se": r.get("ratio_se"), "source": src["ratio"],
-                         "paper": None if ref is None else f"note §8.1 simulation: {ref:g}"})
+                         "paper": None if ref is None else f"numpy simulation: {ref:g}"})
     for x, r in sorted(_by(runs, "diffusion").items()):
         for key, what in (("ratio_mean_filters", "signal/noise, mean over filters"),
                           ("signal_max_over_median", "top filter / median filter signal alignment")):
