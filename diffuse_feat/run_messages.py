@@ -4,7 +4,8 @@ command) and one where it ends (the same and its checkpoint), and nothing a user
 :func:`quiet_lightning` turns off Lightning's informational lines ("Seed set to 0", "GPU available...", the
 litlogger tip, "`Trainer.fit` stopped...") and two warnings that do not apply: the ``srun`` advice where SLURM is
 installed but the run is not inside an allocation (inside one it stays), and "Checkpoint directory ... exists and
-is not empty" (a resume continues in its own run folder on purpose). Warnings about the user's setup still show.
+is not empty" (a resume continues in its own run folder on purpose), and torch's deprecation of the all-gather
+Lightning calls under DDP. Warnings about the user's setup still show.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def quiet_lightning() -> None:
     if "SLURM_JOB_ID" not in os.environ:
         warnings.filterwarnings("ignore", message=r".*The `srun` command is available on your system but is not used")
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+    # Lightning 2.6's all_gather (DDP) calls a torch API torch deprecated: nothing a user can act on
+    warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_gather is deprecated")
 
 
 class RunAnnouncer(Callback):

@@ -97,7 +97,8 @@ class ClassificationModule(BackboneModule):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        self.log("train/acc", self.train_accuracy.compute(), on_step=False, on_epoch=True)
+        # compute() is synchronised over DDP ranks already; sync_dist keeps Lightning from warning that it is not
+        self.log("train/acc", self.train_accuracy.compute(), on_step=False, on_epoch=True, sync_dist=True)
         self.train_accuracy.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:

@@ -109,12 +109,15 @@ class DiffusionModule(BackboneModule):
 
     def on_train_epoch_end(self) -> None:
         super().on_train_epoch_end()
-        sums, counts = self.loss_buckets.compute()
+        sums, counts = self.loss_buckets.compute()  # already summed over DDP ranks: every rank logs the same value;
+        # sync_dist only keeps Lightning from warning that it is not synchronised (the mean of equal values)
         for name, total, count in zip(self.loss_bucket_names, sums, counts, strict=True):
             if count > 0:
-                self.log(f"train/loss_by_sigma/{name}", (total / count).float(), on_step=False, on_epoch=True)
+                self.log(f"train/loss_by_sigma/{name}", (total / count).float(), on_step=False, on_epoch=True,
+                         sync_dist=True)
         if counts.sum() > 0:
-            self.log("train/loss_epoch", (sums.sum() / counts.sum()).float(), on_step=False, on_epoch=True)
+            self.log("train/loss_epoch", (sums.sum() / counts.sum()).float(), on_step=False, on_epoch=True,
+                     sync_dist=True)
         self.loss_buckets.reset()
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
