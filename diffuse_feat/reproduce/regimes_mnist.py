@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,7 +94,7 @@ FULL = MnistSettings(exact_samples=4000, base_channels=16, channel_mult=(1, 2, 4
                      diffusion_steps=8000, batch_size=64, classifier_steps=600, num_pairs=1000, step=0.05,
                      num_geometric=30)
 QUICK = MnistSettings(exact_samples=2000, base_channels=8, channel_mult=(1, 2, 4), attention=True,
-                      diffusion_steps=3000, batch_size=64, classifier_steps=400, num_pairs=200, step=0.1,
+                      diffusion_steps=1500, batch_size=64, classifier_steps=400, num_pairs=200, step=0.1,
                       num_geometric=12)
 
 
@@ -254,6 +255,8 @@ def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
         "paper": "Biroli, Bonnaire, de Bortoli, Mezard 2024, Dynamical regimes of diffusion models", "data": "mnist",
         "quick": info["quick"], "seed": info["seed"], "seeds": seeds, "device": info["device"],
         "workers": info["workers"], "wall_seconds": info.get("wall_seconds"), "cpu_seconds": cpu_seconds,
+        # the machine's 1/5/15-minute load when the grid ended: on shared cores the wall time depends on it
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "settings": asdict(QUICK if info["quick"] else FULL),
         "time": "DDPM steps t' index alphas_cumprod (linear beta 1e-4..0.02, 1000 steps); OU time "
                 "t = -1/2 log alphas_cumprod[t']",
