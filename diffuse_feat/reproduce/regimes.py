@@ -46,6 +46,7 @@ from ..diagnostics.collapse import (
     estimate_speciation_time,
 )
 from ..diagnostics.regimes import Regimes
+from ..errors import ConfigError
 from ..modules import ClassificationModule, DiffusionModule
 from ..ou import ou_time_grid
 from ..regimes_theory import (
@@ -434,6 +435,8 @@ def table_rows(payload: dict) -> list[dict]:
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
     if getattr(args, "data", "default") == "mnist":
+        if getattr(args, "digits_n", None) is not None:
+            raise ConfigError("--digits-n sets the 8x8 digits block, which --data mnist does not run; drop one of them")
         return regimes_mnist.tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
     digits_n = getattr(args, "digits_n", None)
