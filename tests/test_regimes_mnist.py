@@ -156,7 +156,7 @@ def quick_mnist(tmp_path_factory):
     return json.loads((out / "regimes.json").read_text()), out
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_quick_mnist_matches_the_committed_results(quick_mnist):
     from diffuse_feat.reproduce.regimes_mnist import table_rows
     from diffuse_feat.reproduce.table import row_mismatches
@@ -167,7 +167,7 @@ def test_quick_mnist_matches_the_committed_results(quick_mnist):
     assert not bad, "\n".join(bad)
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_quick_mnist_exact_score_matches_the_paper(quick_mnist):
     payload, out = quick_mnist
     assert (out / "regimes.png").stat().st_size > 0 and payload["seeds"] == [0, 1]
@@ -181,7 +181,7 @@ def test_quick_mnist_exact_score_matches_the_paper(quick_mnist):
     assert max(exact["phi_se"]) < 0.02  # 2 x 2,000 forward samples: the deviation from the paper is not noise
 
 
-@pytest.mark.slow
+@pytest.mark.long
 def test_quick_mnist_trained_unet_speciates_near_the_paper(quick_mnist):
     trained = quick_mnist[0]["trained"]
     assert trained["classifier_val_accuracy"] >= 0.95 and 0.3 <= trained["fraction_class_0_samples"] <= 0.7
