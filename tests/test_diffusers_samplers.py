@@ -13,10 +13,7 @@ from diffuse_feat.interop.diffusers import from_diffusers  # noqa: E402
 from diffuse_feat.samplers import sample_euler, sample_heun  # noqa: E402
 
 from .test_diffusers import save_tiny_ddpm  # noqa: E402
-
-
-def relative(a, b) -> float:
-    return float((a - b).norm() / b.norm())
+from .test_diffusers_kinds import relative  # noqa: E402
 
 
 @pytest.fixture(scope="module")

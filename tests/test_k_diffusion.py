@@ -26,11 +26,7 @@ from diffuse_feat.process import SigmaOutOfRangeError, edm_sigma_grid  # noqa: E
 from diffuse_feat.samplers import generate, sample_euler, sample_heun  # noqa: E402
 
 from .test_diffusers import save_tiny_ddpm  # noqa: E402
-from .test_diffusers_kinds import GuidedDiffusionLike  # noqa: E402
-
-
-def relative(a, b) -> float:
-    return float((a - b).norm() / b.norm())
+from .test_diffusers_kinds import GuidedDiffusionLike, relative  # noqa: E402
 
 
 @pytest.fixture(scope="module")

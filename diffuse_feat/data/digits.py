@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from .base import TensorDataModule
+from .classes import keep_classes
 
 __all__ = ["DigitsDataModule"]
 
@@ -37,9 +38,4 @@ class DigitsDataModule(TensorDataModule):
         digits = load_digits()
         x = torch.as_tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0
         y = torch.as_tensor(digits.target, dtype=torch.long)
-        if self.classes is not None:
-            keep = torch.isin(y, torch.tensor(self.classes))
-            remap = torch.full((10,), -1, dtype=torch.long)
-            remap[torch.tensor(self.classes)] = torch.arange(len(self.classes))
-            x, y = x[keep], remap[y[keep]]
-        return x, y
+        return keep_classes(x, y, self.classes)

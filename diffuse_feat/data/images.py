@@ -20,6 +20,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataNotFoundError
 from .base import TensorDataModule
+from .classes import checked_classes, keep_classes
 
 __all__ = ["MNISTDataModule", "FashionMNISTDataModule", "CIFAR10DataModule", "ImageFolderDataModule"]
 
@@ -31,17 +32,6 @@ _DOWNLOAD_FIX = (
 def _to_unit_range(images: Tensor) -> Tensor:
     """uint8 pixels in [0, 255] to float32 in [-1, 1]."""
     return images.float() / 127.5 - 1.0
-
-
-def _checked_classes(classes: list[int] | None, num_labels: int | None, dataset: str) -> list[int] | None:
-    if classes is None:
-        return None
-    classes = [int(c) for c in classes]
-    if not classes or len(set(classes)) != len(classes):
-        raise ConfigError(f"data.classes for {dataset} must be distinct labels (non-empty), got {classes}")
-    if num_labels is not None and not all(0 <= c < num_labels for c in classes):
-        raise ConfigError(f"data.classes for {dataset} must lie in 0..{num_labels - 1}, got {classes}")
-    return classes
 
 
 class _LabeledImageDataModule(TensorDataModule):
@@ -63,7 +53,7 @@ class _LabeledImageDataModule(TensorDataModule):
     ):
         super().__init__(batch_size, n_train, n_val, seed, num_workers)
         self.root = root
-        self.classes = _checked_classes(classes, self.num_labels, type(self).__name__)
+        self.classes = checked_classes(classes, self.num_labels, type(self).__name__)
         self.data_shape = data_shape
         self.num_classes = len(self.classes) if self.classes is not None else (self.num_labels or 0)
 
@@ -72,13 +62,7 @@ class _LabeledImageDataModule(TensorDataModule):
         raise NotImplementedError
 
     def build(self) -> tuple[Tensor, Tensor]:
-        images, labels = self.read_images()
-        if self.classes is not None:
-            wanted = torch.tensor(self.classes)
-            keep = torch.isin(labels, wanted)
-            new_label = torch.full((max(int(labels.max()), max(self.classes)) + 1,), -1, dtype=torch.long)
-            new_label[wanted] = torch.arange(len(self.classes))
-            images, labels = images[keep], new_label[labels[keep]]
+        images, labels = keep_classes(*self.read_images(), self.classes)
         return _to_unit_range(images), labels.long()
 
 

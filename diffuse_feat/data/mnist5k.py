@@ -19,7 +19,7 @@ from torch import Tensor
 
 from ..errors import ConfigError, DataNotFoundError
 from .base import TensorDataModule
-from .images import _checked_classes
+from .classes import checked_classes, keep_classes
 
 __all__ = ["MNIST5kDataModule", "mnist5k_path", "read_mnist5k", "MNIST5K_FILE"]
 
@@ -92,7 +92,7 @@ class MNIST5kDataModule(TensorDataModule):
         num_workers: int = 0,
     ):
         super().__init__(batch_size=batch_size, n_train=n_train, n_val=n_val, seed=seed, num_workers=num_workers)
-        self.classes = _checked_classes(classes, 10, type(self).__name__)
+        self.classes = checked_classes(classes, 10, type(self).__name__)
         if pad_to is not None and pad_to < 28:
             raise ConfigError(f"data.pad_to must be >= 28 (the digits are 28x28) or null, got {pad_to}")
         if scale not in SCALES:
@@ -108,13 +108,7 @@ class MNIST5kDataModule(TensorDataModule):
         return SCALES[self.scale][0]
 
     def build(self) -> tuple[Tensor, Tensor]:
-        images, labels = read_mnist5k()
-        if self.classes is not None:
-            wanted = torch.tensor(self.classes)
-            keep = torch.isin(labels, wanted)
-            new_label = torch.full((10,), -1, dtype=torch.long)
-            new_label[wanted] = torch.arange(len(self.classes))
-            images, labels = images[keep], new_label[labels[keep]]
+        images, labels = keep_classes(*read_mnist5k(), self.classes)
         low, high = SCALES[self.scale]
         x = images.float() / 255.0 * (high - low) + low  # dividing first keeps 0 and 255 exact
         if self.pad_to is not None and self.pad_to > 28:
