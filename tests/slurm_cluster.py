@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "sinfo")
+DAEMONS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "squeue", "scancel", "scontrol", "sinfo")
 
 SACCT = """#!/bin/bash
 # accounting is off: answer submitit's sacct from squeue (MinJobAge keeps finished jobs listed)

@@ -168,8 +168,8 @@ def test_a_preempted_slurm_job_is_requeued_with_its_task_and_lightning_does_not_
     from diffuse_feat.reproduce.grid import Requeueable
 
     task = grid_toy.cells()[0]
-    again = Requeueable().checkpoint(task, "out")
-    assert isinstance(again, submitit.helpers.DelayedSubmission) and again.args == (task, "out")
+    again = Requeueable().checkpoint(task, "out", 60.0)
+    assert isinstance(again, submitit.helpers.DelayedSubmission) and again.args == (task, "out", 60.0)
     assert isinstance(again.function, Requeueable)
     for key, value in {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "grid", "SLURM_JOB_ID": "7", "SLURM_PROCID": "0",
                        "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "vm"}.items():

@@ -14,10 +14,12 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 
+from ..checkpoint_io import AtomicCheckpointIO
 from ..cli import auto_precision
 from ..reporting import to_jsonable
+from .task_training import resume_path, task_checkpoint
 
-__all__ = ["make_trainer", "fit_quietly", "write_json", "write_results", "pick_device", "quiet"]
+__all__ = ["make_trainer", "fit", "fit_quietly", "write_json", "write_results", "pick_device", "quiet"]
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -63,11 +65,19 @@ def make_trainer(
     """A Trainer for scripted runs: no progress bar or summary, automatic precision, TensorBoard only if
     ``log_dir`` is given (then the run's ``diagnostics.jsonl`` lands in ``log_dir/name/version_N``). Inside a SLURM
     job, Lightning's own requeue on SIGUSR1 is off: a grid's job is requeued by submitit (:mod:`.grid`), and two
-    requeues of one job would fight."""
+    requeues of one job would fight. Inside a grid task the trainer also checkpoints as it goes, and :func:`fit`
+    resumes it when the task runs again (:mod:`.task_training`)."""
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
-    if SLURMEnvironment.detect():
-        kwargs.setdefault("plugins", [SLURMEnvironment(auto_requeue=False)])
+    plugins = list(kwargs.pop("plugins", None) or [])
+    if SLURMEnvironment.detect() and not any(isinstance(p, SLURMEnvironment) for p in plugins):
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    checkpoint = task_checkpoint()
+    if checkpoint is not None:
+        callbacks = [*(callbacks or []), checkpoint]
+        plugins.append(AtomicCheckpointIO())  # a kill mid-write leaves the previous checkpoint whole
+    if plugins:
+        kwargs["plugins"] = plugins
     logger = False
     if log_dir is not None:
         from lightning.pytorch.loggers import TensorBoardLogger
@@ -87,6 +97,14 @@ def make_trainer(
     )
 
 
+def fit(trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule) -> None:
+    """``trainer.fit``, continued from the training's own checkpoint when a grid task runs again after a kill or a
+    requeue (:mod:`.task_training`); a fresh start everywhere else. The checkpoint is the task's own (its
+    hyperparameters are Python objects, so it is unpickled in full)."""
+    resume = resume_path(trainer)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resume, weights_only=False if resume else None)
+
+
 def fit_quietly(module: pl.LightningModule, datamodule: pl.LightningDataModule, steps: int, device: torch.device,
                 **trainer_kwargs: Any) -> pl.LightningModule:
     """Train ``module`` for ``steps`` optimizer steps on one ``device`` without validation or console noise;
@@ -95,7 +113,7 @@ def fit_quietly(module: pl.LightningModule, datamodule: pl.LightningDataModule, 
     with quiet():
         trainer = make_trainer(max_steps=steps, limit_val_batches=0, accelerator=accelerator, devices=1,
                                **trainer_kwargs)
-        trainer.fit(module, datamodule=datamodule)
+        fit(trainer, module, datamodule)
     return module.to(device).eval()
 
 

@@ -67,7 +67,7 @@ from ..losses import ExpectedNoisePredictionLoss
 from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
 from ..preconditioning import EpsilonPreconditioning
-from .common import make_trainer, quiet, write_results
+from .common import fit, make_trainer, quiet, write_results
 from .grid import Task
 from .seeded_tasks import add_seed_arguments, seeds_of
 from .seeds import summarize_over_seeds
@@ -142,7 +142,7 @@ def _train(objective: str, dm: _SignalNoisePatches, cfg: Settings, seed: int, lo
                                name="FeatureLearningCallback")
     trainer = make_trainer(max_steps=steps, callbacks=[probe], limit_val_batches=0, log_every_n_steps=every,
                            log_dir=log_dir, name=name, accelerator="cpu", devices=1)
-    trainer.fit(model, datamodule=dm)
+    fit(trainer, model, dm)
     history = probe.history
     final = history[-1]
     run = {

@@ -75,7 +75,7 @@ from ..modules import DiffusionModule
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
-from .common import make_trainer, pick_device, quiet, write_json
+from .common import fit, make_trainer, pick_device, quiet, write_json
 from .grid import Task
 from .seeded_tasks import add_seed_arguments, seeds_of
 from .seeds import exceeds, summarize_over_seeds
@@ -170,7 +170,7 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
     ema = EMA(decay=0.995, update_starting_at_step=100)
     trainer = make_trainer(max_steps=steps, callbacks=[ema, probe], log_dir=log_dir, name=f"n{n_train}_seed{seed}",
                            limit_val_batches=0, accelerator=device.type, devices=1, log_every_n_steps=50)
-    trainer.fit(model, datamodule=data)
+    fit(trainer, model, data)
     return probe
 
 

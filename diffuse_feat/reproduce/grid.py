@@ -4,7 +4,9 @@ A reproduction declares its grid as a list of :class:`Task` (the experiment, the
 every setting the cell runs with) and one module-level function ``run_task(task, out) -> record`` (plain JSON
 values). :func:`execute` runs one task wherever it lands (this process, a worker process, a SLURM job) and writes
 its record atomically (a temporary file in the same folder, fsync, rename) to ``<out>/tasks/<experiment>/<cell>.json``
-with the settings, their hash, CPU and wall seconds, the device and the package version. :func:`run_grid` submits
+with the settings, their hash, CPU and wall seconds, the device and the package version; meanwhile the task's
+trainings checkpoint, and a task run again (a requeued SLURM job, a rerun after a kill) continues them exactly
+(:mod:`.task_training`). :func:`run_grid` submits
 the tasks that have no record yet to an executor (anything with ``submit(fn, *args)`` returning an object with
 ``done()`` and ``result()``: a ``concurrent.futures`` executor, or submitit's), prints a line per finished task,
 and lists the failures at the end; the reproduction's ``merge`` turns the records into its JSON, PNG and table.
@@ -37,6 +39,7 @@ import torch
 from .. import __version__
 from ..errors import ConfigError, UserError
 from ..reporting import to_jsonable
+from .task_training import DEFAULT_EVERY_S, checkpointed_trainings, discard
 
 __all__ = ["Task", "experiment_module", "execute", "run_grid", "record_path", "read_record", "make_executor",
            "InlineExecutor", "GridFailed", "LAUNCHERS"]
@@ -124,22 +127,34 @@ def _threads_for_a_task() -> int:
     return int(os.environ.get("OMP_NUM_THREADS", 1))
 
 
-def execute(task: Task, out: str | os.PathLike) -> dict:
+def training_folder(out: str | os.PathLike, task: Task) -> Path:
+    """Where the task's trainings checkpoint while it runs (:mod:`.task_training`); removed once its record is
+    written."""
+    return record_path(out, task).with_suffix(".training")
+
+
+def execute(task: Task, out: str | os.PathLike, checkpoint_every_s: float = DEFAULT_EVERY_S) -> dict:
     """Run one task here, write its record atomically, and return it. The module-level function every launcher
-    calls (a worker process, a SLURM job); the caller's thread count is restored afterwards."""
+    calls (a worker process, a SLURM job); the caller's thread count is restored afterwards. The task's trainings
+    checkpoint every ``checkpoint_every_s`` seconds (0: never) and a task run again continues them from there; the
+    record's ``resumed`` lists the trainings that did so and from which step."""
     module = experiment_module(task.experiment)
     threads = torch.get_num_threads()
     torch.set_num_threads(_threads_for_a_task())
     wall, cpu = time.perf_counter(), time.process_time()
+    folder = training_folder(out, task)
     try:
-        record = to_jsonable(module.run_task(task, Path(out)))
+        with checkpointed_trainings(folder, checkpoint_every_s) as trainings:
+            record = to_jsonable(module.run_task(task, Path(out)))
     finally:
         torch.set_num_threads(threads)
     saved = {"task": task.id, "cell": [list(c) for c in task.cell], "seed": task.seed,
              "settings": to_jsonable(task.settings), "settings_hash": task.settings_hash,
              "cpu_seconds": time.process_time() - cpu, "wall_seconds": time.perf_counter() - wall,
-             "device": _device_name(task), "host": socket.gethostname(), "version": __version__, "record": record}
+             "device": _device_name(task), "host": socket.gethostname(), "version": __version__,
+             "resumed": trainings.resumed, "record": record}
     _write_atomically(record_path(out, task), saved)
+    discard(folder)
     return saved
 
 
@@ -150,15 +165,16 @@ def _device_name(task: Task) -> str:
 
 class Requeueable:
     """:func:`execute` as submitit's checkpointable callable: a job that SLURM preempts or times out is requeued with
-    the same task and runs it again (its record is only written when it finishes, so nothing half done counts)."""
+    the same task, whose trainings continue from their latest checkpoint (its record is only written when it
+    finishes, so nothing half done counts)."""
 
-    def __call__(self, task: Task, out: str | os.PathLike) -> dict:
-        return execute(task, out)
+    def __call__(self, task: Task, out: str | os.PathLike, checkpoint_every_s: float = DEFAULT_EVERY_S) -> dict:
+        return execute(task, out, checkpoint_every_s)
 
-    def checkpoint(self, task: Task, out: str | os.PathLike):
+    def checkpoint(self, task: Task, out: str | os.PathLike, checkpoint_every_s: float = DEFAULT_EVERY_S):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(self, task, out)
+        return submitit.helpers.DelayedSubmission(self, task, out, checkpoint_every_s)
 
 
 class _Deferred:
@@ -205,10 +221,11 @@ def _log_path(job: Any) -> str | None:
 
 
 def run_grid(tasks: Sequence[Task], out: str | os.PathLike, executor: Any, *,
-             log: Callable[[str], None] | None = None) -> list[dict]:
+             log: Callable[[str], None] | None = None, checkpoint_every_s: float = DEFAULT_EVERY_S) -> list[dict]:
     """The records of every task, in the order of ``tasks``: those already written are read back (and checked
     against the task's settings), the others are submitted to ``executor`` (at most all at once; a submitit
-    executor gets them as one job array). One line per finished task goes to ``log`` (stderr by default).
+    executor gets them as one job array). One line per finished task goes to ``log`` (stderr by default). The
+    tasks' trainings checkpoint every ``checkpoint_every_s`` seconds (:func:`execute`).
 
     Raises:
         ConfigError: a record was made with other settings.
@@ -223,7 +240,7 @@ def run_grid(tasks: Sequence[Task], out: str | os.PathLike, executor: Any, *,
     batch = getattr(executor, "batch", None)  # submitit: the tasks as one job array
     run = Requeueable() if callable(batch) else execute
     with batch() if callable(batch) else contextlib.nullcontext():
-        jobs = [(task, executor.submit(run, task, str(out))) for task in todo]
+        jobs = [(task, executor.submit(run, task, str(out), checkpoint_every_s)) for task in todo]
     start, finished, failures = time.perf_counter(), 0, []
     pending = list(jobs)
     while pending:

@@ -28,6 +28,7 @@ from .grid import (
     task_named,
 )
 from .seeded_tasks import check_workers
+from .task_training import DEFAULT_EVERY_S
 
 __all__ = ["add_launcher_arguments", "run_experiment", "merge_experiment", "manifest_path", "submitit_parameters"]
 
@@ -39,6 +40,9 @@ def add_launcher_arguments(parser: argparse.ArgumentParser) -> None:
                             "(default); submitit: a SLURM job array (or submitit's local/debug cluster)")
     group.add_argument("--list", action="store_true", help="print the task ids and stop")
     group.add_argument("--task", metavar="ID", help="run this one task here (ids: --list), then stop")
+    group.add_argument("--checkpoint-minutes", type=float, default=DEFAULT_EVERY_S / 60, metavar="M",
+                       help="a task's trainings checkpoint every M minutes, so a requeued job or a rerun after a kill "
+                            "continues them; 0: never (default: %(default)g)")
     group.add_argument("--cluster", default=None, help="submitit: slurm, local or debug (default: slurm when sbatch "
                        "is on PATH, else local)")
     group.add_argument("--partition", help="submitit on SLURM: the partition")
@@ -67,6 +71,13 @@ def submitit_parameters(args: argparse.Namespace) -> dict[str, Any]:
                               "name: value lines")
         parameters.update(extra)
     return parameters
+
+
+def checkpoint_seconds(minutes: float) -> float:
+    """``--checkpoint-minutes`` in seconds, refused in one sentence when negative or not a number."""
+    if not minutes >= 0 or minutes == float("inf"):
+        raise ConfigError(f"--checkpoint-minutes {minutes:g}: give a number of minutes >= 0 (0: no checkpoints)")
+    return minutes * 60
 
 
 def manifest_path(out: Path, name: str) -> Path:
@@ -111,13 +122,14 @@ def run_experiment(name: str, args: argparse.Namespace) -> dict | None:
     for task in grid:  # a record made with other settings stops here, before the manifest is replaced
         read_record(args.out, task)
     _write_manifest(args.out, name, grid, info)
+    every_s = checkpoint_seconds(getattr(args, "checkpoint_minutes", DEFAULT_EVERY_S / 60))
     if args.task:
-        return run_grid([task_named(grid, args.task)], args.out, InlineExecutor())[0]
+        return run_grid([task_named(grid, args.task)], args.out, InlineExecutor(), checkpoint_every_s=every_s)[0]
     executor = make_executor(args.launcher, workers=info["workers"] or 1, out=args.out, experiment=name,
                              cluster=args.cluster, parameters=submitit_parameters(args))
     start = time.perf_counter()
     try:
-        records = run_grid(grid, args.out, executor)
+        records = run_grid(grid, args.out, executor, checkpoint_every_s=every_s)
     finally:
         if hasattr(executor, "shutdown"):  # local processes: drop what has not started (Ctrl-C), keep what finished
             executor.shutdown(wait=True, cancel_futures=True)

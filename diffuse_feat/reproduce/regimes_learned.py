@@ -68,11 +68,13 @@ class LearnedSettings:
 
 
 class _Draws(IterableDataset):
-    def __init__(self, draw: Callable[[int, torch.Generator], tuple], batch_size: int, seed: int):
-        self.draw, self.batch_size, self.seed = draw, batch_size, seed
+    def __init__(self, draw: Callable[[int, torch.Generator], tuple], batch_size: int, seed: int, skip: int = 0):
+        self.draw, self.batch_size, self.seed, self.skip = draw, batch_size, seed, skip
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         g = torch.Generator().manual_seed(self.seed)
+        for _ in range(self.skip):  # a resumed training: the batches it already trained on, drawn again and dropped
+            self.draw(self.batch_size, g)
         while True:
             yield self.draw(self.batch_size, g)
 
@@ -80,11 +82,17 @@ class _Draws(IterableDataset):
 class EndlessBatches(pl.LightningDataModule):
     """Endless batches of ``draw(batch_size, generator) -> (x, y)``: fresh mixture samples (:meth:`fresh`, so only
     the population score can be fitted) or training points drawn with replacement (:meth:`resampled`, so a tiny
-    training set still fills a batch of noise draws every step)."""
+    training set still fills a batch of noise draws every step).
+
+    Resumable: a checkpoint holds the number of batches trained on (the trainer's step; the loader itself cannot
+    tell, as Lightning fetches one batch ahead of an iterable), and a resumed training's stream draws that many
+    batches again and drops them, so it continues with the very batches an uninterrupted run trains on (drawing a
+    batch costs microseconds next to a training step)."""
 
     def __init__(self, draw: Callable[[int, torch.Generator], tuple], data_shape, batch_size: int, seed: int = 0):
         super().__init__()
         self.draw, self.data_shape, self.batch_size, self.seed = draw, tuple(data_shape), batch_size, seed
+        self._skip = 0
 
     @classmethod
     def fresh(cls, mixture: GaussianMixtureDenoiser, batch_size: int, seed: int = 0) -> EndlessBatches:
@@ -99,7 +107,14 @@ class EndlessBatches(pl.LightningDataModule):
         return cls(draw, x.shape[1:], batch_size, seed)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(_Draws(self.draw, self.batch_size, self.seed), batch_size=None)
+        skip, self._skip = self._skip, 0
+        return DataLoader(_Draws(self.draw, self.batch_size, self.seed, skip), batch_size=None)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": int(self.trainer.global_step) if self.trainer is not None else 0}
+
+    def load_state_dict(self, state_dict: dict[str, int]) -> None:
+        self._skip = int(state_dict["batches"])
 
 
 def _model(cfg: LearnedSettings, data_shape, seed: int, sigma_sampler) -> DiffusionModule:
