@@ -9,7 +9,7 @@ import dataclasses
 
 import pytest
 
-from diffuse_feat.reproduce import feature_learning, regimes
+from diffuse_feat.reproduce import feature_learning, hierarchy, regimes
 from diffuse_feat.reproduce.grid import Task, execute, training_folder
 from diffuse_feat.reproduce.task_training import TaskCheckpoint, TaskTrainings, checkpointed_trainings
 
@@ -123,6 +123,17 @@ def test_gradient_descent_keeps_its_alignment_curves_across_the_stop(tmp_path, s
     straight, again = interrupted_and_resumed(task, tmp_path, stop_after, final_weights, training=1, step=5)
     assert again["resumed"][-1] == {"training": 1, "step": 5}
     assert len(again["record"]["runs"][1]["curves"]["step"]) == len(straight["record"]["runs"][1]["curves"]["step"])
+    assert without_timings(again["record"]) == without_timings(straight["record"])
+
+
+def test_a_categorical_diffusion_model_on_the_rhm_resumes_exactly(tmp_path, stop_after, final_weights, monkeypatch):
+    tiny = dataclasses.replace(hierarchy.QUICK, rhm_steps=10, rhm_batch=16, rhm_width=8, rhm_probes=16,
+                               rhm_sampler_steps=4)
+    monkeypatch.setattr(hierarchy, "QUICK", tiny)
+    task = Task("hierarchy", (("block", "learned"),), 0, {"quick": True, "device": "cpu",
+                                                          "grammar": hierarchy.RHM_LEARNED})
+    straight, again = interrupted_and_resumed(task, tmp_path, stop_after, final_weights, training=0, step=3)
+    assert again["resumed"] == [{"training": 0, "step": 3}]
     assert without_timings(again["record"]) == without_timings(straight["record"])
 
 
