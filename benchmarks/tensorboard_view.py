@@ -1,12 +1,12 @@
 """What a user sees in TensorBoard: screenshots of a run's pages, rendered by headless Chromium.
 
-Builds a small log folder (a short ``python train.py`` run of the default experiment, and the Gaussian-structure,
-forward-backward and regimes figures of ``python -m diffuse_feat.analyze`` on exact references, so no training is
-needed for them), serves it with TensorBoard and saves the Time Series, Images, Custom Scalars and Scalars pages
+Builds a small log folder (``--versions`` short ``python train.py`` runs of the default experiment, and the
+Gaussian-structure, forward-backward and regimes figures of ``python -m diffuse_feat.analyze`` on exact references,
+so no training is needed for them), serves it with TensorBoard and saves the Time Series, Images, Custom Scalars and Scalars pages
 as PNGs at a laptop's window size, for a person to look at (are the figures readable at TensorBoard's own size? is
-each curve over sigma one card with a line per sigma?).
+each curve over sigma one Custom Scalars card with a line per sigma? does the run selector list one entry a run?).
 
-    python benchmarks/tensorboard_view.py [--logdir DIR (an existing one; default: build one)]
+    python benchmarks/tensorboard_view.py [--logdir DIR (an existing one; default: build one)] [--versions 3]
                                           [--out benchmarks/results/tensorboard_view] [--width 1400 --height 1000]
 
 Needs Chromium (``chromium``, ``chromium-browser`` or ``google-chrome`` on PATH, e.g. the system package).
@@ -25,8 +25,9 @@ import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-# curves_by_sigma: the Scalars tab on the curves over sigma (a card each, a line per sub-run); headless Chromium
-# draws no line in Time Series cards (their legends and card count still show), the Scalars tab's charts it does
+# custom_scalars: the curves over sigma, a card each with a line per sigma (and run); curves_by_sigma: the same points
+# in the Scalars tab, a card each. Headless Chromium draws no line in Time Series cards (their legends and card count
+# still show); the Scalars and Custom Scalars charts it does
 PAGES = {"timeseries": "timeseries", "images": "images", "custom_scalars": "custom_scalars",
          "sample_grids": "images&tagFilter=samples", "curves_by_sigma": "scalars&tagFilter=_by_"}
 ANALYZE = [  # (diagnostic, exact reference, data config)
@@ -36,10 +37,11 @@ ANALYZE = [  # (diagnostic, exact reference, data config)
 ]
 
 
-def build_logdir(logdir: Path) -> None:
+def build_logdir(logdir: Path, versions: int) -> None:
     run = [sys.executable, str(REPO / "train.py"), "--trainer.max_epochs=6", "--trainer.enable_progress_bar=false",
            "--trainer.callbacks.init_args.every_n_steps=24", "--trainer.callbacks.init_args.num_samples=36"]
-    subprocess.run(run, cwd=logdir, check=True, capture_output=True)
+    for _ in range(versions):  # runs/default/version_0, 1, ...: what the run selector lists after a few tries
+        subprocess.run(run, cwd=logdir, check=True, capture_output=True)
     for diagnostic, reference, config in ANALYZE:
         subprocess.run([sys.executable, "-m", "diffuse_feat.analyze", diagnostic, "--denoiser", reference,
                         "--data", str(REPO / config), "--out", str(logdir / "runs" / f"analyze_{diagnostic}")],
@@ -78,6 +80,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "tensorboard_view")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
+    parser.add_argument("--versions", type=int, default=3, help="training runs in the log folder built")
     args = parser.parse_args()
     browser = next((b for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
     if browser is None:
@@ -86,7 +89,7 @@ def main() -> None:
         logdir = args.logdir
         if logdir is None:
             logdir = Path(tmp)
-            build_logdir(logdir)
+            build_logdir(logdir, args.versions)
             logdir = logdir / "runs"
         port = free_port()
         server = serve(logdir, port)

@@ -17,7 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from .diagnostics.measurement import Measured, plain
-from .tensorboard_layout import sub_runs
+from .tensorboard_layout import curve_charts
 
 __all__ = ["RunReporter", "to_jsonable", "read_jsonl"]
 
@@ -81,7 +81,7 @@ class RunReporter:
 
     def measured(self, prefix: str, measured: Measured, step: int) -> None:
         """A measurement in TensorBoard: each finite number of its values as a scalar ``<prefix>/<key>``, each curve
-        as one chart ``<prefix>/<name>_by_<axis>`` with a line (a sub-run, :mod:`.tensorboard_layout`) per grid point.
+        as one chart ``<prefix>/<name>_by_<axis>`` with a line per grid point (:mod:`.tensorboard_layout`).
         Other loggers get the numbers of its ``diagnostics.jsonl`` record."""
         if not self.is_writer:
             return
@@ -89,7 +89,7 @@ class RunReporter:
         points = [(f"{prefix}/{curve.chart(name)}", curve.line(point), value)
                   for name, curve in measured.curves.items() for point, value in curve.points() if math.isfinite(value)]
         for w in self.writers:
-            sub_runs(w).log(points, step)
+            curve_charts(w).log(points, step)
             for tag, value in scalars.items():
                 w.add_scalar(tag, value, step)
         if self.loggers:
@@ -127,4 +127,3 @@ class RunReporter:
             return
         for w in self.writers:
             w.flush()
-            sub_runs(w).flush()

@@ -1,12 +1,12 @@
 """The logger every ``train.py`` run writes TensorBoard with (configs naming Lightning's ``TensorBoardLogger`` get it
 too, see :mod:`diffuse_feat.cli`): Lightning's ``TensorBoardLogger`` plus
 
-* curves over sigma as one chart each, a line per sigma (:mod:`diffuse_feat.tensorboard_layout`: the points go to
-  sub-runs ``<run>/sigma=...``, the Time Series tab shows one card per curve, as does the Custom Scalars tab);
+* curves over sigma as one chart each, a line per sigma, in TensorBoard's Custom Scalars tab
+  (:mod:`diffuse_feat.tensorboard_layout`; every point stays in the run, so the run selector has one entry a run);
 * ``epoch`` written once per epoch: Lightning adds it to every ``log_metrics`` call, which made one point per
   logged step (192 in a 60-epoch run);
 * ``purge_step``: a resumed run has TensorBoard drop the points its interrupted predecessor logged after the
-  checkpoint, so no curve doubles back (the sub-runs' too).
+  checkpoint, so no curve doubles back.
 """
 
 from __future__ import annotations
@@ -17,9 +17,8 @@ from typing import Any
 
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
-from torch import Tensor
 
-from .tensorboard_layout import line_of, sub_runs
+from .tensorboard_layout import chart_of, curve_charts
 
 __all__ = ["RunLogger"]
 
@@ -35,13 +34,6 @@ class RunLogger(TensorBoardLogger):
         self.purge_step = purge_step
         self._epoch_written: float | None = None
 
-    @property
-    def experiment(self):
-        writer = super().experiment
-        if self._experiment is not None:  # rank zero: the sub-runs start at the run's purge_step
-            sub_runs(writer, self.purge_step)
-        return writer
-
     @rank_zero_only
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         metrics = dict(metrics)
@@ -49,19 +41,8 @@ class RunLogger(TensorBoardLogger):
         if epoch is not None and epoch != self._epoch_written:
             metrics["epoch"], self._epoch_written = epoch, epoch
         prefix = f"{self._prefix}{self.LOGGER_JOIN_CHAR}" if self._prefix else ""
-        points = []  # the metrics that are points of a curve go to their sub-runs
-        for key in list(metrics):
-            line = line_of(prefix + key)
-            if line is not None:
-                value = metrics.pop(key)
-                points.append((*line, float(value.item() if isinstance(value, Tensor) else value)))
-        if points:
-            sub_runs(self.experiment).log(points, step)
+        charts = {chart for key in metrics if (chart := chart_of(prefix + key)) is not None}
+        if charts:  # the points of a curve: one chart of the layout
+            curve_charts(self.experiment).add(charts)
         if metrics:
             super().log_metrics(metrics, step)
-
-    @rank_zero_only
-    def finalize(self, status: str) -> None:
-        if self._experiment is not None:
-            sub_runs(self._experiment).close()
-        super().finalize(status)

@@ -1,117 +1,82 @@
-"""Curves over sigma (or level, or time) as one TensorBoard chart each, with a line per value.
+"""Curves over sigma (or level, or time) as one TensorBoard chart each, with a line per value, in one run.
 
-A quantity measured at several noise levels is one value per level. Written as one scalar each, TensorBoard's Time
-Series and Scalars tabs would show one card per level (54 cards in one RHM run). Instead, as
-``SummaryWriter.add_scalars`` does, each point goes to a *sub-run*, a folder of the run named by its line
-(``<run>/sigma=0.02``, ``level=2``, ``t=0.5``; one sub-run per line, shared by all charts), under the chart's tag
-(``val/loss_by_sigma``, ``diagnostics/fb/p_class_by_sigma``): one card per quantity with one line per sub-run. The
-run's custom-scalar layout ("Custom Scalars" tab) has the same charts, grouped by prefix.
+A quantity measured at several noise levels is one value per level, written as one scalar each under the curve's
+chart tag (``val/loss_by_sigma/sigma=0.02``, ``diagnostics/fb/p_class_by_sigma/sigma=0.5``: the name Lightning logs
+it by). The run's custom-scalar layout (TensorBoard's "Custom Scalars" tab) draws each curve as one chart with a line
+per level, grouped by prefix (``train``, ``val``, ``diagnostics/<name>``); Time Series and Scalars show the levels
+as cards of their own. Every curve stays in the run itself: the run selector has one entry per run, however many
+levels its curves have. (Earlier versions wrote each level to a sub-run, a folder ``<run>/sigma=0.02``, which drew
+a curve as one Time Series card but put 14 entries per run in the run selector, 70 for five runs.)
 
 A diagnostic hands its points over as ``(chart, line, value)`` (from a
 :class:`~diffuse_feat.diagnostics.measurement.Curve`). Lightning's ``self.log`` can only name a metric, so the
 modules name each point ``<chart>/sigma<...>`` (a bucket or level named by sigma) or ``<chart>/<number>`` (a sigma),
-and :func:`line_of` reads that one convention back for :class:`~diffuse_feat.run_logger.RunLogger`.
-
-:func:`sub_runs` gives the one :class:`SubRuns` of a writer, shared by every writer path (``RunLogger``,
-``RunReporter``); its child writers are made on the first point of their line, so a run that logs no curve has no
-sub-folder.
+and :func:`chart_of` reads that one convention back, so :class:`~diffuse_feat.run_logger.RunLogger` can give the
+chart its place in the layout. :func:`curve_charts` gives the one :class:`CurveCharts` of a writer, shared by every
+writer path (``RunLogger``, ``RunReporter``).
 """
 
 from __future__ import annotations
 
-import os
 import re
 import weakref
 from collections.abc import Iterable
 
-__all__ = ["line_of", "layout_of", "sub_runs", "SubRuns"]
+__all__ = ["chart_of", "layout_of", "curve_charts", "CurveCharts"]
 
 _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:e[-+]?\d+)?"
-_BY_NAME = re.compile(rf"^(?P<chart>.+)/(?P<line>sigma[^/]*|{_NUMBER})$")
-# a bucket's comparison as a folder name: sigma<0.05 -> sigma_lt_0.05 (no shell quoting, valid on every system)
-_COMPARISONS = (("<=", "_le_"), (">=", "_ge_"), ("<", "_lt_"), (">", "_gt_"))
+_BY_NAME = re.compile(rf"^(?P<chart>.+)/(?:sigma[^/]*|{_NUMBER})$")
 
 
-def _folder_name(line: str) -> str:
-    for sign, word in _COMPARISONS:
-        line = line.replace(sign, word)
-    return re.sub(r"[^\w.=+-]", "_", line)
-
-
-def line_of(tag: str) -> tuple[str, str] | None:
-    """``(chart tag, line name)`` when a metric logged through Lightning is one point of a curve over sigma
-    (``val/loss_by_sigma/sigma=0.02``, ``val/acc/0.5``), else None. The line name is the sub-run's folder name
-    (``sigma=0.02``, ``sigma_lt_0.05``)."""
+def chart_of(tag: str) -> str | None:
+    """The chart tag when a metric logged through Lightning is one point of a curve over sigma
+    (``val/loss_by_sigma/sigma=0.02``, ``train/loss_by_sigma/sigma<0.05``, ``val/acc/0.5``), else None."""
     match = _BY_NAME.match(tag)
-    if match is None:
-        return None
-    line = match["line"]
-    return match["chart"], _folder_name(line if line.startswith("sigma") else f"sigma={line}")
+    return None if match is None else match["chart"]
 
 
 def layout_of(charts: Iterable[str]) -> dict[str, dict[str, list]]:
     """``SummaryWriter.add_custom_scalars`` layout: one category per prefix (``train``, ``val``,
-    ``diagnostics/<name>``), one multi-line chart per chart tag (a line per sub-run)."""
+    ``diagnostics/<name>``), one multi-line chart per chart tag, a line per point tag ``<chart>/<point>``."""
     layout: dict[str, dict[str, list]] = {}
     for chart in sorted(charts):
         parts = chart.split("/")
         category = "/".join(parts[:2]) if parts[0] == "diagnostics" and len(parts) > 2 else parts[0]
-        layout.setdefault(category, {})[chart] = ["Multiline", [rf"^{re.escape(chart)}$"]]
+        layout.setdefault(category, {})[chart] = ["Multiline", [rf"^{re.escape(chart)}/[^/]+$"]]
     return layout
 
 
-class SubRuns:
-    """The sub-runs of one run's ``SummaryWriter`` and its custom-scalar layout."""
+class CurveCharts:
+    """The curves over sigma of one run's ``SummaryWriter``: their points as scalars of the run, and the
+    custom-scalar layout that draws each curve as one chart."""
 
-    def __init__(self, writer, purge_step: int | None = None):
+    def __init__(self, writer):
         self.writer = writer
-        self.purge_step = purge_step  # the writer forgets its own once its first event file is open
-        self.children: dict[str, object] = {}
         self.charts: set[str] = set()
 
-    def log(self, points: Iterable[tuple[str, str, float]], step: int) -> None:
-        """Write each ``(chart tag, line, value)`` to the line's sub-run under the chart's tag, and add new charts to
-        the layout."""
-        written, new_charts = set(), set()
-        for chart, line, value in points:
-            name = _folder_name(line)
-            self._child(name).add_scalar(chart, value, step)
-            written.add(name)
-            if chart not in self.charts:
-                new_charts.add(chart)
-        for name in written:  # on disk now: a plain TensorBoardLogger closes only its own writer, not these
-            self.children[name].flush()
-        if new_charts:  # TensorBoard reads the last layout a run wrote
-            self.charts |= new_charts
+    def add(self, charts: Iterable[str]) -> None:
+        """Give these chart tags a chart in the layout (TensorBoard reads the last layout a run wrote)."""
+        new = set(charts) - self.charts
+        if new:
+            self.charts |= new
             self.writer.add_custom_scalars(layout_of(self.charts))
 
-    def _child(self, name: str):
-        child = self.children.get(name)
-        if child is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            w = self.writer
-            child = SummaryWriter(os.path.join(w.get_logdir(), name), purge_step=self.purge_step,
-                                  max_queue=w.max_queue, flush_secs=w.flush_secs, filename_suffix=w.filename_suffix)
-            self.children[name] = child
-        return child
-
-    def flush(self) -> None:
-        for child in self.children.values():
-            child.flush()
-
-    def close(self) -> None:
-        """Close the child writers (a later point reopens one, as a closed ``SummaryWriter`` does)."""
-        for child in self.children.values():
-            child.close()
+    def log(self, points: Iterable[tuple[str, str, float]], step: int) -> None:
+        """Write each ``(chart tag, line, value)`` as the scalar ``<chart>/<line>`` of the run."""
+        charts = set()
+        for chart, line, value in points:
+            self.writer.add_scalar(f"{chart}/{line}", value, step)
+            charts.add(chart)
+        self.add(charts)
 
 
-_SUB_RUNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's sub-runs die with its writer
+_CHARTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # a run's charts die with its writer
 
 
-def sub_runs(writer, purge_step: int | None = None) -> SubRuns:
-    """The one :class:`SubRuns` of ``writer``; ``purge_step`` (a resumed run's) counts where it is first made."""
-    found = _SUB_RUNS.get(writer)
+def curve_charts(writer) -> CurveCharts:
+    """The one :class:`CurveCharts` of ``writer``, shared by every path that writes to it (``RunLogger``,
+    ``RunReporter``), so the layout holds the charts of both."""
+    found = _CHARTS.get(writer)
     if found is None:
-        found = _SUB_RUNS[writer] = SubRuns(writer, purge_step)
+        found = _CHARTS[writer] = CurveCharts(writer)
     return found

@@ -4,7 +4,8 @@
 measurement objects replaced the callbacks' own measuring code. The same short runs are made again here and must
 give the same records: every key (no key lost, none added), the same steps, and every number equal to float
 rounding (LAPACK's SVD and QR of the Jacobian may round differently from one memory layout to the next, about 1e-8
-relative; nothing else moves), and the same TensorBoard tags in the same sub-runs.
+relative; nothing else moves), and the same TensorBoard tags (every curve's points in the run itself, as
+``<chart>/<line>``).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""TensorBoard layout: a curve over sigma is one chart (one card) with a line (a sub-run) per sigma; `epoch` once per
-epoch; a resume purges the sub-runs too."""
+"""TensorBoard layout: a curve over sigma is one chart (one Custom Scalars card) with a line per sigma, every point in
+the run itself (one entry a run in the run selector); `epoch` once per epoch; a resume purges the later points."""
 
 import re
 import time
@@ -11,23 +11,23 @@ from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
 from diffuse_feat.diagnostics.measurement import Curve, Measured
 from diffuse_feat.run_logger import RunLogger
-from diffuse_feat.tensorboard_layout import layout_of, line_of
+from diffuse_feat.tensorboard_layout import chart_of, layout_of
 
 
-@pytest.mark.parametrize(("tag", "line"), [
-    ("val/loss_by_sigma/sigma=0.02", ("val/loss_by_sigma", "sigma=0.02")),
-    ("train/loss_by_sigma/sigma<0.05", ("train/loss_by_sigma", "sigma_lt_0.05")),
-    ("train/loss_by_sigma/sigma=0.05-0.2", ("train/loss_by_sigma", "sigma=0.05-0.2")),
-    ("train/loss_by_sigma/sigma>=5", ("train/loss_by_sigma", "sigma_ge_5")),
-    ("val/acc/0.5", ("val/acc", "sigma=0.5")),
+@pytest.mark.parametrize(("tag", "chart"), [
+    ("val/loss_by_sigma/sigma=0.02", "val/loss_by_sigma"),
+    ("train/loss_by_sigma/sigma<0.05", "train/loss_by_sigma"),
+    ("train/loss_by_sigma/sigma=0.05-0.2", "train/loss_by_sigma"),
+    ("train/loss_by_sigma/sigma>=5", "train/loss_by_sigma"),
+    ("val/acc/0.5", "val/acc"),
     ("train/loss", None),
     ("train/loss_by_sigma/all", None),
     ("lr-Adam", None),
     ("diagnostics/memorization/memorized_fraction", None),
     ("diagnostics/fb/p_class_s0.5", None),  # a diagnostic's curve is never read back out of a name
 ])
-def test_which_lightning_metrics_are_points_of_a_curve_and_on_which_line(tag, line):
-    assert line_of(tag) == line
+def test_which_lightning_metrics_are_points_of_a_curve_and_of_which_chart(tag, chart):
+    assert chart_of(tag) == chart
 
 
 @pytest.mark.parametrize(("name", "axis", "point", "chart", "line", "key"), [
@@ -45,9 +45,11 @@ def test_a_charts_regex_takes_its_own_tag_and_no_neighbours():
     layout = layout_of(["train/loss_by_sigma", "diagnostics/fb/p_class_by_sigma"])
     assert set(layout) == {"train", "diagnostics/fb"}
     kind, [regex] = layout["diagnostics/fb"]["diagnostics/fb/p_class_by_sigma"]
-    assert kind == "Multiline" and re.match(regex, "diagnostics/fb/p_class_by_sigma")
-    assert not re.match(regex, "diagnostics/fb/bp_p_class_by_sigma")
-    assert not re.match(regex, "diagnostics/fb/p_class_by_sigma/extra")
+    assert kind == "Multiline" and re.match(regex, "diagnostics/fb/p_class_by_sigma/sigma=0.5")
+    assert re.match(layout["train"]["train/loss_by_sigma"][1][0], "train/loss_by_sigma/sigma<0.05")
+    assert not re.match(regex, "diagnostics/fb/p_class_by_sigma")
+    assert not re.match(regex, "diagnostics/fb/bp_p_class_by_sigma/sigma=0.5")
+    assert not re.match(regex, "diagnostics/fb/p_class_by_sigma/sigma=0.5/extra")
 
 
 def _layout(run_dir: Path) -> layout_pb2.Layout:
@@ -77,23 +79,25 @@ def _log_six_steps(logger: RunLogger, steps=range(6), shift: float = 0.0) -> Non
         logger.log_metrics({f"val/loss_by_sigma/sigma={s}": s * step + shift for s in SIGMAS} | {"epoch": epoch}, step)
 
 
-def test_run_logger_writes_each_curve_as_one_chart_with_a_sub_run_per_sigma(tmp_path):
+def test_run_logger_writes_each_curve_as_one_chart_with_a_line_per_sigma_in_the_run_itself(tmp_path):
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
     _log_six_steps(logger)
     logger.finalize("success")
     run_dir = Path(logger.log_dir)
     main = _scalars(run_dir)
-    assert set(main) == {"train/loss", "epoch"}  # no card per sigma in the run itself
+    points = {f"val/loss_by_sigma/sigma={s}" for s in SIGMAS}
+    assert set(main) == {"train/loss", "epoch"} | points
     assert [step for step, _ in main["epoch"]] == [0, 3]
-    assert _sub_runs(run_dir) == {f"sigma={s}" for s in SIGMAS}
+    assert _sub_runs(run_dir) == set()  # one entry in TensorBoard's run selector
     for s in SIGMAS:
-        assert _scalars(run_dir / f"sigma={s}") == {"val/loss_by_sigma": [(step, s * step) for step in range(6)]}
+        assert main[f"val/loss_by_sigma/sigma={s}"] == [(step, s * step) for step in range(6)]
     charts = {chart.title: list(chart.multiline.tag) for cat in _layout(run_dir).category for chart in cat.chart}
     assert list(charts) == ["val/loss_by_sigma"]
-    assert re.match(charts["val/loss_by_sigma"][0], "val/loss_by_sigma")
+    [regex] = charts["val/loss_by_sigma"]
+    assert {tag for tag in main if re.match(regex, tag)} == points  # the chart draws a line per sigma
 
 
-def test_a_resumed_run_drops_the_later_points_of_its_sub_runs_too(tmp_path):
+def test_a_resumed_run_drops_the_later_points_of_its_curves_too(tmp_path):
     first = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
     _log_six_steps(first)  # interrupted after step 5; its checkpoint was at step 2
     first.finalize("failed")
@@ -106,11 +110,11 @@ def test_a_resumed_run_drops_the_later_points_of_its_sub_runs_too(tmp_path):
     run_dir = Path(resumed.log_dir)
     assert [step for step, _ in _scalars(run_dir)["train/loss"]] == [0, 1, 2, 3, 4, 5]
     for s in SIGMAS:
-        points = _scalars(run_dir / f"sigma={s}")["val/loss_by_sigma"]
+        points = _scalars(run_dir)[f"val/loss_by_sigma/sigma={s}"]
         assert points == [(step, s * step + (100.0 if step >= 3 else 0.0)) for step in range(6)]
 
 
-def test_a_run_without_a_curve_or_off_rank_zero_has_no_sub_folder(tmp_path):
+def test_a_run_without_a_curve_has_no_layout_and_off_rank_zero_writes_nothing(tmp_path):
     from diffuse_feat.reporting import RunReporter
 
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False)
@@ -121,9 +125,11 @@ def test_a_run_without_a_curve_or_off_rank_zero_has_no_sub_folder(tmp_path):
     logger.finalize("success")
     assert _sub_runs(Path(logger.log_dir)) == set()
     assert set(_scalars(Path(logger.log_dir))) == {"train/loss", "train/loss_by_sigma/all"}
+    events = EventAccumulator(str(logger.log_dir), size_guidance={"tensors": 0}).Reload()
+    assert metadata.CONFIG_SUMMARY_TAG not in events.Tags()["tensors"]
 
 
-def test_reporter_and_logger_share_the_sub_runs_and_the_layout(tmp_path):
+def test_reporter_and_logger_share_the_run_and_the_layout(tmp_path):
     from diffuse_feat.reporting import RunReporter, read_jsonl
 
     logger = RunLogger(tmp_path, name="run", version=0, default_hp_metric=False, prefix="")
@@ -138,12 +144,12 @@ def test_reporter_and_logger_share_the_sub_runs_and_the_layout(tmp_path):
     reporter.flush()
     logger.finalize("success")
     run_dir = Path(logger.log_dir)
-    assert set(_scalars(run_dir)) == {"diagnostics/fb/accuracy"}
-    assert _scalars(run_dir / "sigma=1") == {"diagnostics/fb/p_class_by_sigma": [(7, 0.5)],
-                                             "val/loss_by_sigma": [(7, 3.0)]}
-    assert _scalars(run_dir / "sigma=0.1") == {"diagnostics/fb/p_class_by_sigma": [(7, 0.25)]}
-    assert _scalars(run_dir / "level=2") == {"diagnostics/fb/change_2_by_level": [(7, 0.75)]}
-    assert len(list((run_dir / "sigma=1").glob("events.out.tfevents.*"))) == 1  # one writer for both paths
+    assert _scalars(run_dir) == {"diagnostics/fb/accuracy": [(7, pytest.approx(0.9))],
+                                 "diagnostics/fb/p_class_by_sigma/sigma=1": [(7, 0.5)],
+                                 "diagnostics/fb/p_class_by_sigma/sigma=0.1": [(7, 0.25)],
+                                 "diagnostics/fb/change_2_by_level/level=2": [(7, 0.75)],
+                                 "val/loss_by_sigma/sigma=1": [(7, 3.0)]}
+    assert _sub_runs(run_dir) == set() and len(list(run_dir.glob("events.out.tfevents.*"))) == 1
     charts = {chart.title for cat in _layout(run_dir).category for chart in cat.chart}
     assert charts == {"diagnostics/fb/p_class_by_sigma", "diagnostics/fb/change_2_by_level", "val/loss_by_sigma"}
     assert read_jsonl(run_dir / "diagnostics.jsonl") == [{"name": "fb", "step": 7, "values": values}]

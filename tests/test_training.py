@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -79,22 +80,21 @@ def test_default_run_writes_tensorboard_jsonl_and_last_checkpoint(tmp_path):
     events = EventAccumulator(str(run_dir), size_guidance={"images": 0, "scalars": 0}).Reload()
     scalars, images = events.Tags()["scalars"], events.Tags()["images"]
     assert {"train/loss", "train/loss_epoch", "val/loss"} <= set(scalars)
-    assert not any("_by_sigma/" in t for t in scalars)  # no card per sigma: a line per sub-run instead
     assert any(t.startswith("lr-") for t in scalars)
     assert any(t.endswith("/generated") for t in images) and any(t.endswith("/real") for t in images)
-    # TensorBoard as the issue asked: buckets named alike, epoch once an epoch, one chart per curve over sigma,
-    # a 2x2 grid of 8x8 digits enlarged to >= 48 px each
+    # TensorBoard as the issue asked: buckets named alike, epoch once an epoch, one chart per curve over sigma in the
+    # run itself (no sub-run: one entry a run in the run selector), a 2x2 grid of 8x8 digits enlarged to >= 48 px each
     assert [e.value for e in events.Scalars("epoch")] == [0, 1, 2]
-    sub_runs = {p.name: EventAccumulator(str(p), size_guidance={"scalars": 0}).Reload()
-                for p in run_dir.iterdir() if p.is_dir() and p.name != "checkpoints"}
-    assert {"sigma_lt_0.05", "sigma_ge_5"} <= set(sub_runs) and all(name.startswith("sigma") for name in sub_runs)
-    for name, run in sub_runs.items():  # each sub-run a line of the same one or two charts, once an epoch
-        assert set(run.Tags()["scalars"]) <= {"train/loss_by_sigma", "val/loss_by_sigma"}
-        assert len({tuple(e.step for e in run.Scalars(tag)) for tag in run.Tags()["scalars"]}) == 1, name
-    assert len(sub_runs["sigma_ge_5"].Scalars("train/loss_by_sigma")) == 3
+    assert not [p.name for p in run_dir.iterdir() if p.is_dir() and p.name != "checkpoints"]
+    buckets = [t for t in scalars if t.startswith("train/loss_by_sigma/")]
+    assert {"train/loss_by_sigma/sigma<0.05", "train/loss_by_sigma/sigma>=5"} <= set(buckets)
+    assert all(len(events.Scalars(t)) == 3 for t in buckets)  # once an epoch
+    assert any(t.startswith("val/loss_by_sigma/sigma=") for t in scalars)
     layout = _layout(run_dir)
     charts = {chart.title for category in layout.category for chart in category.chart}
     assert {"train/loss_by_sigma", "val/loss_by_sigma"} <= charts
+    lines = {c.title: c.multiline.tag[0] for category in layout.category for c in category.chart}
+    assert {t for t in scalars if re.match(lines["train/loss_by_sigma"], t)} == set(buckets)
     grid = events.Images(next(t for t in images if t.endswith("/generated")))[-1]
     assert grid.width >= 2 * 48 and grid.height >= 2 * 48
 
@@ -138,13 +138,13 @@ def test_resumed_run_ends_with_the_same_weights_as_an_uninterrupted_one(tmp_path
     assert Path(resumed.trainer.log_dir).resolve() == Path(part.trainer.log_dir).resolve()
     steps = [r["step"] for r in read_jsonl(Path(part.trainer.log_dir) / "diagnostics.jsonl")]
     assert steps == sorted(set(steps)) and set(hist_res) <= set(steps)  # no record doubled by the resume
-    # the curves over sigma continue in the run's own sub-runs, a point an epoch, none doubled
+    # the curves over sigma continue in the run, a point an epoch, none doubled
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     epochs = [e.step for e in EventAccumulator(str(full.trainer.log_dir), size_guidance={"scalars": 0}).Reload()
               .Scalars("train/loss_epoch")]
-    sub_run = EventAccumulator(str(Path(part.trainer.log_dir) / "sigma_ge_5"), size_guidance={"scalars": 0}).Reload()
-    assert len(epochs) == 4 and [e.step for e in sub_run.Scalars("train/loss_by_sigma")] == epochs
+    run = EventAccumulator(str(part.trainer.log_dir), size_guidance={"scalars": 0}).Reload()
+    assert len(epochs) == 4 and [e.step for e in run.Scalars("train/loss_by_sigma/sigma>=5")] == epochs
 
 
 def test_a_run_interrupted_mid_epoch_resumes_to_the_same_weights_bit_for_bit(tmp_path):

@@ -30,7 +30,6 @@ from ..modules.checkpoint import import_object
 from ..plotting import save_figure
 from ..process import SigmaOutOfRangeError
 from ..reporting import RunReporter, to_jsonable
-from ..tensorboard_layout import sub_runs
 from .denoiser_spec import SPEC_FORMS, DataShapedDenoiser, PythonModel, resolve_denoiser
 from .table import DIAGNOSTICS, SigmaRange, build, diagnostic_named, narrow, settings_defaults, settings_names
 
@@ -171,5 +170,4 @@ def write_as_callback(out: Path, name: str, measured: Measured, figure) -> None:
         if figure is not None:
             reporter.figure(f"figures/{name}", figure, 0, close=False)
     finally:
-        sub_runs(writer).close()
         writer.close()

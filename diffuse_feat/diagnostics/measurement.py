@@ -9,7 +9,7 @@ same object: a callback (``callbacks/``: when, on which weights, where to log), 
 exact belief propagation) are computed at the first measurement on a DataModule and reused while it is the same one.
 
 What a measurement finds is a :class:`Measured`: plain values (numbers, lists, the grid it used), the quantities
-measured along a grid as :class:`Curve` objects, and the tensors its figure draws. The TensorBoard tags, sub-run
+measured along a grid as :class:`Curve` objects, and the tensors its figure draws. The TensorBoard tags, line
 names and ``diagnostics.jsonl`` keys of a curve are derived from it (:meth:`Curve.point_key`, :meth:`Curve.line`),
 never parsed back out of a string.
 """
@@ -41,9 +41,8 @@ _POINT_PREFIX = {"sigma": "s", "t": "t", "level": "level"}
 class Curve:
     """One quantity at every point of a grid (noise levels ``sigma``, OU times ``t``, tree levels ``level``).
 
-    TensorBoard shows it as one chart ``<name>_by_<axis>`` with a line per point (a sub-run of the run folder named
-    :meth:`line`, shared by every curve over the same point); ``diagnostics.jsonl`` holds each point as a number
-    under :meth:`point_key`.
+    TensorBoard shows it as one chart ``<name>_by_<axis>`` (Custom Scalars tab) with a line per point, the scalar
+    ``<name>_by_<axis>/<line>``; ``diagnostics.jsonl`` holds each point as a number under :meth:`point_key`.
     """
 
     axis: str
@@ -63,7 +62,7 @@ class Curve:
         return f"{name}_by_{self.axis}"
 
     def line(self, point: float) -> str:
-        """The sub-run of one grid point, e.g. ``sigma=0.5``."""
+        """The line of one grid point in its chart, e.g. ``sigma=0.5``."""
         return f"{self.axis}={point:g}"
 
     def point_key(self, name: str, point: float) -> str:
