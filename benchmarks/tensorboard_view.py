@@ -2,9 +2,10 @@
 
 Builds a small log folder (``--versions`` short ``python train.py`` runs of the default experiment, and the
 Gaussian-structure, forward-backward and regimes figures of ``python -m diffuse_feat.analyze`` on exact references,
-so no training is needed for them), serves it with TensorBoard and saves the Time Series, Images, Custom Scalars and Scalars pages
-as PNGs at a laptop's window size, for a person to look at (are the figures readable at TensorBoard's own size? is
-each curve over sigma one Custom Scalars card with a line per sigma? does the run selector list one entry a run?).
+so no training is needed for them), serves it with TensorBoard and saves the Time Series, Images, Custom Scalars and
+Scalars pages as PNGs at a laptop's window size, for a person to look at (are the figures readable at TensorBoard's
+own size? is each curve over sigma one Custom Scalars card with a line per sigma? does the run selector list one
+entry a run?).
 
     python benchmarks/tensorboard_view.py [--logdir DIR (an existing one; default: build one)] [--versions 3]
                                           [--out benchmarks/results/tensorboard_view] [--width 1400 --height 1000]
