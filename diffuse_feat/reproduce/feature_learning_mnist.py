@@ -60,7 +60,9 @@ CURVES = ("step", "signal", "noise", "ratio")  # what the JSON keeps of each run
 LOW_RATIO_MAX, LOW_ACCURACY_MAX = 0.08, 0.65  # classifier memorizes the noise (AC-C1)
 HIGH_RATIO_MIN, HIGH_ACCURACY_MIN = 2.5, 0.99  # classifier locks onto the signal (AC-C2)
 SIGNAL_GROWTH_MIN, NOISE_GROWTH_MIN = 2.0, 1.5  # diffusion: both grew from their initial alignment (AC-D2)
-BALANCE = 4.0  # diffusion: neither alignment below a quarter of the other
+# diffusion: the noise alignment at least a quarter of the signal's. One-sided: at small n SNR^2 the ratio falls like
+# n SNR^2 (Theta(n SNR^2)), and that diffusion learns the signal there too is the growth check's
+NOISE_SHARE_MIN = 0.25
 CONTRAST_MIN = 10.0  # the classifier's ratio changes >= 10x more than diffusion's from low to high n SNR^2
 
 
@@ -176,8 +178,9 @@ def checks(runs: list[dict], seeds: list[int]) -> dict[str, dict]:
             and g["noise_growth"][0] - k * g["noise_growth"][1] >= NOISE_GROWTH_MIN for g in grows.values()), seeds)
     ratios = {x: [r["ratio"], r["ratio_se"]] for x, r in diff.items()}
     out["diffusion_noise_not_negligible"] = _check(
-        ratios, f"at every n SNR^2 diffusion's signal/noise lies in [1/{BALANCE:g}, {BALANCE:g}]",
-        all(m - k * s >= 1 / BALANCE and m + k * s <= BALANCE for m, s in ratios.values()), seeds)
+        ratios, f"at every n SNR^2 diffusion's signal/noise <= {1 / NOISE_SHARE_MIN:g} (its noise alignment at least "
+                f"{NOISE_SHARE_MIN:g} of its signal alignment)",
+        all(m + k * s <= 1 / NOISE_SHARE_MIN for m, s in ratios.values()), seeds)
     xs = sorted(diff)
     steps = {f"{a:g}->{b:g}": _mean_se([q - p for p, q in zip(diff[a]["ratio_per_seed"],
                                                                 diff[b]["ratio_per_seed"], strict=True)])
