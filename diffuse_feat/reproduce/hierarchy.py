@@ -186,15 +186,22 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     classifier = ClassificationModule(ConvNet, data_shape=dm.data_shape, num_classes=10,
                                       sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
     classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device, check_val_every_n_epoch=None)
+    res = read_forward_backward(diffusion, classifier, dm, DIGIT_SIGMAS, cfg.digits_probes, cfg.sampler_steps, seed,
+                                device)
+    return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps, **res}
+
+
+def read_forward_backward(diffusion, classifier: ClassificationModule, dm, sigmas, num_probes: int, num_steps: int,
+                          seed: int, device: torch.device) -> dict:
+    """The classifier's held-out accuracy and the forward-backward curves it reads on ``dm``'s held-out probes, its
+    ``ConvNet`` blocks named ``block1 ...`` (shared by the digits block and ``--data mnist``)."""
     x0 = dm.val_tensor().to(device)
     with torch.no_grad():
         accuracy = float((classifier(x0, 0.0).argmax(1).cpu() == dm.val_labels()).double().mean())
-    measurement = ReadByClassifier(classifier, sigmas=DIGIT_SIGMAS, num_probes=cfg.digits_probes,
-                                   num_steps=cfg.sampler_steps, seed=seed,
+    measurement = ReadByClassifier(classifier, sigmas=sigmas, num_probes=num_probes, num_steps=num_steps, seed=seed,
                                    depth_names=[f"block{i + 1}" for i in range(len(classifier.backbone.convs))])
     res = measurement.measure(diffusion, dm, device=device).artifacts["result"]
-    return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps,
-            "classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
+    return {"classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
 
 
 # ----- seeds, checks, table ---------------------------------------------------------------------------------------
@@ -217,7 +224,9 @@ def levels_increase(p_unchanged: list[list[float]], tolerance: float) -> bool:
     return all(b >= a - tolerance for row in p_unchanged for a, b in zip(row, row[1:], strict=False))
 
 
-def _digits_summary(records: list[dict]) -> dict:
+def class_kept_summary(records: list[dict]) -> dict:
+    """The per-seed forward-backward records of a classifier read-out summarized over seeds, with the change of its
+    first and last blocks at the largest sigma where the class is kept (shared by the digits block and MNIST)."""
     out = summarize_tree(records)
     kept = [i for i, p in enumerate(out["p_class"]) if p >= CLASS_KEPT]
     first, last = records[0]["depths"][1], records[0]["depths"][-2]  # the classifier's first and last blocks
@@ -234,7 +243,7 @@ def _digits_summary(records: list[dict]) -> dict:
 
 
 def _summarize(name: str, records: list[dict]) -> dict:
-    out = _digits_summary(records) if name == "digits" else summarize_tree(records)
+    out = class_kept_summary(records) if name == "digits" else summarize_tree(records)
     if name == "exact":  # where the mean curves over seeds cross
         lo, hi = str(min(out["depths"])), str(max(out["depths"]))
         out["crossing_per_seed"] = [r["crossing"] for r in records]
@@ -357,8 +366,15 @@ def plot(payload: dict, path: Path) -> None:
         ax.set(xscale="log", xlabel="sigma", ylabel=f"P({title} unchanged)",
                title=f"RHM(v={le['v']}, m={le['m']}, L={le['L']}): learned (dashed) vs BP")
         ax.legend(fontsize=6)
-    dg = payload["digits"]
-    ax = axes[1, 2]
+    class_and_change_panel(axes[1, 2], payload["digits"], "digits: class vs activation change by depth (CNN "
+                                                          "classifier)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def class_and_change_panel(ax, dg: dict, title: str) -> None:
+    """P(class preserved) and each depth's change (halved, to share the axis) vs sigma; dashed: the first and last
+    blocks over the probes that kept their class."""
     ax.plot(dg["sigma"], dg["p_class"], "ko-", ms=3, label="P(class preserved)")
     lines = {}
     for name in dg["depths"]:
@@ -366,10 +382,8 @@ def plot(payload: dict, path: Path) -> None:
     for name in (dg["first_block"], dg["last_block"]):  # the probes that kept their class only
         ax.plot(dg["sigma"], [c / 2 for c in dg["change_class_kept"][name]], "--", color=lines[name].get_color(),
                 label=f"{name}, class kept")
-    ax.set(xscale="log", xlabel="sigma", title="digits: class vs activation change by depth (CNN classifier)")
+    ax.set(xscale="log", xlabel="sigma", title=title)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    save_figure(fig, path)
 
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
