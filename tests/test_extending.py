@@ -59,8 +59,8 @@ def test_readme_extension_example_runs_as_shown_and_its_diagnostic_runs_in_analy
     for r in records:
         ratios = [r["values"][f"error_ratio_s{s:g}"] for s in SIGMAS]  # the curve's points, one key each
         assert all(v > 0 for v in ratios) and r["values"]["mean_ratio"] == pytest.approx(sum(ratios) / 4)
-    chart = EventAccumulator(str(run_dir / "sigma=0.1"), size_guidance={"scalars": 0}).Reload()
-    points = chart.Scalars("diagnostics/denoising_gap/error_ratio_by_sigma")  # one chart, a line per sigma
+    run = EventAccumulator(str(run_dir), size_guidance={"scalars": 0}).Reload()
+    points = run.Scalars("diagnostics/denoising_gap/error_ratio_by_sigma/sigma=0.1")  # one chart, a line per sigma
     assert [e.step for e in points] == [5, 10, 12]
 
     words = shlex.split(ANALYZE)

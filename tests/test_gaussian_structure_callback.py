@@ -55,8 +55,7 @@ def test_callback_writes_records_scalars_and_a_figure(fitted):
                 "generation_nmse_to_gaussian"):
         assert f"diagnostics/{NAME}/{key}" in scalars
     assert not any(re.search(r"_s[\d.]+$", t) for t in scalars)  # a value per sigma is a line of one chart
-    at_one = EventAccumulator(str(run_dir / "sigma=1"), size_guidance={"scalars": 0}).Reload()
-    distance = at_one.Scalars(f"diagnostics/{NAME}/jacobian_distance_by_sigma")
+    distance = events.Scalars(f"diagnostics/{NAME}/jacobian_distance_by_sigma/sigma=1")  # a line of one chart
     assert [e.step for e in distance] == [4, 8]
     assert distance[-1].value == pytest.approx(values["jacobian_distance_s1"], rel=1e-6)
     assert json.dumps(values, allow_nan=False)  # strict JSON
