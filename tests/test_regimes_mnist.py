@@ -127,7 +127,7 @@ def test_readme_table_is_the_table_command_output_on_results_mnist():
     from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
 
     tables, notes = render_all(RESULTS)
-    assert list(tables) == ["regimes_mnist"], notes
+    assert "regimes_mnist" in tables, notes  # results/mnist holds the other reproductions' MNIST runs too
     readme = (REPO / "README.md").read_text()
     block = readme.split(begin_marker("regimes_mnist"), 1)[1].split(end_marker("regimes_mnist"), 1)[0].strip()
     assert block == tables["regimes_mnist"], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
