@@ -109,6 +109,7 @@ def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, mlxt
     assert payload["data"] == "mnist" and payload["seeds"] == [0, 1] and payload["dataset"]["dim"] == 784
     assert [r["n_train"] for r in payload["runs"]] == [8, 300] and [r["steps"] for r in payload["runs"]] == [12, 4]
     assert all(r["probes_held_out"] for r in payload["runs"]) and payload["backbone"]["width"] == 16
+    assert payload["preconditioning"]["sigma_data"] == gsm.SIGMA_DATA
     assert set(payload["trends"]) == {"memorized_fraction_falls", "smallest_memorizes", "largest_generalizes",
                                       "rmse_to_gaussian_mid_falls", "linearity_min_mid_rises",
                                       "rmse_to_gaussian_high_below_0.1_at_largest_n"}
@@ -165,7 +166,7 @@ def test_quick_mnist_matches_the_committed_results(quick_mnist):
     from diffuse_feat.reproduce.table import row_mismatches
 
     committed = json.loads((RESULTS / "gaussian_structure.json").read_text())
-    for key in ("seeds", "steps", "backbone", "lr", "training_sigma", "held_out_probes"):
+    for key in ("seeds", "steps", "backbone", "preconditioning", "lr", "training_sigma", "held_out_probes"):
         assert committed[key] == quick_mnist[key], key
     assert committed["trends"] == quick_mnist["trends"]
     bad = row_mismatches(gsm.table_rows(quick_mnist), gsm.table_rows(committed), floor=0.05)

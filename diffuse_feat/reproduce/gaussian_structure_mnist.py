@@ -114,13 +114,13 @@ def mnist_data(n_train: int, seed: int) -> FixedEpochMNIST:
 
 
 def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device, width: int, depth: int,
-                      num_samples: int, log_dir: Path | None) -> DiagnosticCallback:
+                      num_samples: int, log_dir: Path | None, sigma_data: float = SIGMA_DATA) -> DiagnosticCallback:
     """Train one MLP on ``n_train`` digits, measured at the end (EMA weights) by the callback returned."""
     data = mnist_data(n_train, seed)
     torch.manual_seed(seed)
     lr = LR if n_train >= SMALL_N else SMALL_N_LR
     model = DiffusionModule(functools.partial(MLP, width=width, depth=depth), data_shape=data.data_shape, lr=lr,
-                            lr_warmup_steps=100, seed=seed, preconditioning=EDMPreconditioning(sigma_data=SIGMA_DATA),
+                            lr_warmup_steps=100, seed=seed, preconditioning=EDMPreconditioning(sigma_data=sigma_data),
                             loss=DenoisingScoreMatching(training_sigmas()),
                             optimizer=functools.partial(torch.optim.Adam, fused=True))
     probe = DiagnosticCallback(GaussianStructure(num_pairs=HELD_OUT // 2, num_samples=num_samples, seed=seed,
@@ -138,7 +138,7 @@ def run_task(task: Task, out: Path) -> dict[str, Any]:
     start, cpu_start = time.perf_counter(), time.process_time()
     with quiet(threads=task["threads"], ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
         probe = train_and_measure(task["n"], task["steps"], task.seed, torch.device(task["device"]), task["width"],
-                                  task["depth"], task["num_samples"], out / "runs")
+                                  task["depth"], task["num_samples"], out / "runs", task["sigma_data"])
     record, art = probe.history[-1], probe.last.artifacts
     keys = (*digits.SUMMARY_KEYS, *digits.CURVE_KEYS, "sigmas", "distill_sigmas")
     keep = {k: to_jsonable(record[k]) for k in keys if k in record}
@@ -161,12 +161,12 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
     width = getattr(args, "width", None) or (QUICK_WIDTH if quick else FULL_WIDTH)
     settings = {"data": DATA, "device": str(pick_device(getattr(args, "device", None))), "width": width,
                 "depth": getattr(args, "depth", DEPTH), "num_samples": 64 if quick else 100,
-                "threads": getattr(args, "threads", 1)}
+                "threads": getattr(args, "threads", 1), "sigma_data": SIGMA_DATA}  # in the hash: resume refuses
     cells = sorted(((n, s) for n in sizes for s in seeds_of(args, seed)), key=lambda c: -steps_for(c[0], steps))
     grid = [Task(digits.NAME, (("data", DATA), ("n", n)), s, {**settings, "steps": steps_for(n, steps)})
             for n, s in cells]
     return grid, {"data": DATA, "quick": quick, "seed": seed, "steps": steps, "width": width,
-                  "depth": settings["depth"]}
+                  "depth": settings["depth"], "sigma_data": SIGMA_DATA}
 
 
 def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
@@ -198,6 +198,7 @@ def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path
         "training_sigma": repr(training_sigmas()),
         "lr": {f"n_train >= {SMALL_N}": LR, f"n_train < {SMALL_N}": SMALL_N_LR}, "batch_size": BATCH,
         "backbone": {"class": "MLP", "width": info["width"], "depth": info["depth"]},
+        "preconditioning": {"class": "EDMPreconditioning", "sigma_data": info["sigma_data"]},
         "held_out_probes": HELD_OUT, "mid_band": list(measure.mid_band), "high_sigma": measure.high_sigma,
         "sigmas": first["sigmas"], "distill_sigmas": first.get("distill_sigmas"), "sources": digits.SOURCES,
         "trends": digits.trends(runs),
