@@ -60,7 +60,7 @@ from ..preconditioning import EDMPreconditioning
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
 from . import gaussian_structure as digits  # only read inside functions: it imports this module for --data mnist
-from .common import make_trainer, pick_device, quiet, write_json
+from .common import fit, make_trainer, pick_device, quiet, write_json
 from .grid import Task
 from .seeded_tasks import seeds_of
 from .seeds import summarize_over_seeds
@@ -129,7 +129,7 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
     trainer = make_trainer(max_steps=steps, callbacks=[ema, probe], log_dir=log_dir,
                            name=f"mnist_n{n_train}_seed{seed}", limit_val_batches=0, accelerator=device.type,
                            devices=1, log_every_n_steps=50)
-    trainer.fit(model, datamodule=data)
+    fit(trainer, model, data)
     return probe
 
 
