@@ -16,6 +16,7 @@ import lightning
 import pytest
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.loggers import Logger
 
 from diffuse_feat.backbones import MLP
 from diffuse_feat.backbones.patch_net import PatchNet
@@ -168,6 +169,22 @@ def test_sampled_noise_prediction_loss_is_the_papers_and_averages_to_the_closed_
     assert bool(((mean - closed).abs() < 4 * sem).all()), (mean, closed, sem)
 
 
+class RecordingLogger(Logger):
+    """Keeps every ``(step, metrics)`` it is given."""
+
+    name, version = "recorder", 0
+
+    def __init__(self):
+        super().__init__()
+        self.logged: list[tuple[int, dict]] = []
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass
+
+    def log_metrics(self, metrics, step=None) -> None:
+        self.logged.append((step, dict(metrics)))
+
+
 def test_a_fixed_sigma_loss_validates_at_its_sigma_in_one_bucket_and_exactly(tmp_path):
     """What PatchDiffusionModule logged: train/loss_by_sigma/all and val/loss (exact), no val bucket per sigma."""
     dm = TwoPatchDataModule(n_train=12, d=60, mu_norm=4.0, n_val=20, passes_per_epoch=2)
@@ -176,9 +193,15 @@ def test_a_fixed_sigma_loss_validates_at_its_sigma_in_one_bucket_and_exactly(tmp
     default = DiffusionModule(PatchNet, data_shape=dm.data_shape)
     assert len(default.val_sigmas) == 6 and len(default.loss_bucket_names) == 7
     trainer = make_trainer(max_steps=2, log_every_n_steps=1, default_root_dir=tmp_path)
+    recorder = RecordingLogger()
+    trainer.loggers = [recorder]
     trainer.fit(model, datamodule=dm)
     logged = trainer.logged_metrics
-    assert {"train/loss", "train/loss_by_sigma/all", "train/loss_epoch", "val/loss"} == set(logged)
+    assert {"train/loss", "train/loss_epoch", "val/loss"} == set(logged)
+    # the buckets go to the loggers directly (one call an epoch, not a self.log each), at the epoch's step
+    buckets = [(step, set(m)) for step, m in recorder.logged if any("loss_by_sigma" in k for k in m)]
+    epochs = [step for step, m in recorder.logged if "train/loss_epoch" in m]
+    assert buckets == [(step, {"train/loss_by_sigma/all"}) for step in epochs] and epochs
     net = model.backbone
     with torch.no_grad():
         exact = expected_tied_quadratic_loss(net.first_layer_filters(), dm.val_tensor(), 0.6, 0.8, net.output_scale)
