@@ -369,27 +369,18 @@ def _over_seeds(per_seed: list[list[dict]]) -> list[dict]:
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
     """One task per seed (every run of that seed), and what the merge needs besides their records."""
-    if getattr(args, "data", "default") == "mnist":
-        from . import feature_learning_mnist
-        return feature_learning_mnist.tasks(quick, seed, args)
     cfg = settings(quick, getattr(args, "n_snr2", None))
     grid = [Task("feature_learning", (), s, dataclasses.asdict(cfg)) for s in seeds_of(args, seed)]
     return grid, {"quick": quick, "seed": seed}
 
 
 def run_task(task: Task, out: Path) -> dict:
-    if task.settings.get("data") == "mnist":
-        from . import feature_learning_mnist
-        return feature_learning_mnist.run_task(task, out)
     cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in task.settings.items()})
     return one_seed(task.seed, cfg, out / "runs")
 
 
 def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
     """``feature_learning.json`` and the PNG from the seeds' records."""
-    if info.get("data") == "mnist":
-        from . import feature_learning_mnist
-        return feature_learning_mnist.merge(grid, records, info, out)
     cfg = Settings(**{k: tuple(v) if isinstance(v, list) else v for k, v in grid[0].settings.items()})
     seeds, results = [task.seed for task in grid], [saved["record"] for saved in records]
     runs = _over_seeds([r["runs"] for r in results])
@@ -419,9 +410,6 @@ def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path
 
 def table_rows(payload: dict) -> list[dict]:
     """Headline numbers for the README (``python -m diffuse_feat.reproduce table DIR``)."""
-    if payload.get("data") == "mnist":
-        from . import feature_learning_mnist
-        return feature_learning_mnist.table_rows(payload)
     runs, src = payload["runs"], payload["sources"]
     note = {"diffusion": NOTE_DIFFUSION_RATIO, "classification": NOTE_CLASSIFICATION_RATIO}
     rows = []

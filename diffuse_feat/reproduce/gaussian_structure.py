@@ -77,7 +77,6 @@ from ..modules import DiffusionModule
 from ..plotting import plt, save_figure
 from ..reporting import to_jsonable
 from ..sigma_sampling import LogNormalSigma, LogUniformSigma, MixtureSigma
-from . import gaussian_structure_mnist
 from .common import fit, make_trainer, pick_device, quiet, write_json
 from .grid import Task
 from .seeded_tasks import add_seed_arguments, seeds_of
@@ -182,8 +181,6 @@ def train_and_measure(n_train: int, steps: int, seed: int, device: torch.device,
 def run_task(task: Task, out: Path) -> dict[str, Any]:
     """One (size, seed) cell: train, measure at the end, keep the summaries and curves, and the first ten samples
     of the figure (the model's, the Gaussian model's from the same noise, and their nearest training digits)."""
-    if task.settings.get("data") == "mnist":
-        return gaussian_structure_mnist.run_task(task, out)
     start, cpu_start = time.perf_counter(), time.process_time()
     with quiet(threads=task["threads"], ignore=(".*torch.jit.script.*", ".*no held-out points.*")):
         probe = train_and_measure(task["n"], task["steps"], task.seed, torch.device(task["device"]), task["width"],
@@ -206,8 +203,6 @@ def _check_sizes(sizes: list[int]) -> None:
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict[str, Any]]:
     """One task per (size, seed), the longest first (so the last round of a pool is short), and what the merge needs
     besides their records."""
-    if getattr(args, "data", "default") == "mnist":
-        return gaussian_structure_mnist.tasks(quick, seed, args)
     sizes = sorted(set(args.sizes or (QUICK_SIZES if quick else FULL_SIZES)))
     _check_sizes(sizes)
     seeds = seeds_of(args, seed)
@@ -223,8 +218,6 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
 
 def merge(grid: list[Task], records: list[dict], info: dict[str, Any], out: Path) -> dict:
     """``gaussian_structure.json`` and the PNG from the tasks' records."""
-    if info.get("data") == "mnist":
-        return gaussian_structure_mnist.merge(grid, records, info, out)
     results = {(task["n"], task.seed): saved["record"] for task, saved in zip(grid, records, strict=True)}
     sizes, seeds = sorted({n for n, _ in results}), sorted({s for _, s in results})
     runs, figures = [], {}
@@ -295,8 +288,6 @@ TABLE_KEYS = ("memorized_fraction", "linearity_min_mid", "rmse_to_gaussian_mid",
 
 def table_rows(payload: dict) -> list[dict]:
     """Headline numbers for the README (``python -m diffuse_feat.reproduce table DIR``): each summary at every size."""
-    if payload.get("data") == "mnist":
-        return gaussian_structure_mnist.table_rows(payload)
     rows = []
     for key in TABLE_KEYS:
         for r in payload["runs"]:

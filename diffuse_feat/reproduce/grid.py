@@ -85,8 +85,12 @@ class Task:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def experiment_module(name: str) -> ModuleType:
-    """``diffuse_feat.reproduce.<name>``, or the module a dotted ``name`` names."""
+def experiment_module(name: str, data: str | None = None) -> ModuleType:
+    """``diffuse_feat.reproduce.<name>``, or the module a dotted ``name`` names. A run on other data (``--data mnist``:
+    ``data`` in its tasks' settings, its merge info and its JSON) is the module ``<name>_<data>``, which builds on
+    ``<name>``; ``<name>`` itself never imports it."""
+    if data not in (None, "default"):
+        name = f"{name}_{data}"
     return importlib.import_module(name if "." in name else f"diffuse_feat.reproduce.{name}")
 
 
@@ -138,7 +142,7 @@ def execute(task: Task, out: str | os.PathLike, checkpoint_every_s: float = DEFA
     calls (a worker process, a SLURM job); the caller's thread count is restored afterwards. The task's trainings
     checkpoint every ``checkpoint_every_s`` seconds (0: never) and a task run again continues them from there; the
     record's ``resumed`` lists the trainings that did so and from which step."""
-    module = experiment_module(task.experiment)
+    module = experiment_module(task.experiment, task.settings.get("data"))
     threads = torch.get_num_threads()
     torch.set_num_threads(_threads_for_a_task())
     wall, cpu = time.perf_counter(), time.process_time()

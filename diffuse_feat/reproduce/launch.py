@@ -112,7 +112,7 @@ def _workers(launcher: str, workers: int, grid: list[Task]) -> int | None:
 
 def run_experiment(name: str, args: argparse.Namespace) -> dict | None:
     """The reproduction ``name`` as the command line asks: list its tasks, run one, or run the grid and merge."""
-    module = experiment_module(name)
+    module = experiment_module(name, getattr(args, "data", None))
     workers = check_workers(getattr(args, "workers", 1))
     grid, info = module.tasks(args.quick, args.seed, args)
     info = {**info, "workers": _workers(args.launcher, workers, grid)}
@@ -145,4 +145,4 @@ def merge_experiment(name: str, out: Path) -> dict:
         raise ConfigError(f"{len(missing)} of {len(grid)} tasks of {name} have no record in "
                           f"{Path(out) / 'tasks' / name} (first: {missing[0]}); rerun python -m diffuse_feat.reproduce "
                           f"{name} with the same options to run them")
-    return experiment_module(name).merge(grid, records, info, out)
+    return experiment_module(name, info.get("data")).merge(grid, records, info, out)

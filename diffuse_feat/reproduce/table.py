@@ -9,13 +9,13 @@ numbers are whatever the committed JSON says (``tests/test_reproduce_table.py`` 
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import sys
 from pathlib import Path
 
 from . import EXPERIMENTS
+from .grid import experiment_module
 
 __all__ = ["ROW_KEYS", "SOURCES", "table_rows_of", "table_name", "render", "render_all", "begin_marker",
            "end_marker", "row_mismatches"]
@@ -42,7 +42,7 @@ def table_name(name: str, payload: dict) -> str:
 def table_rows_of(name: str, payload: dict) -> list[dict]:
     """``diffuse_feat.reproduce.<name>.table_rows(payload)``, checked against the contract; AttributeError (with
     one sentence) when the module has no ``table_rows``."""
-    module = importlib.import_module(f"diffuse_feat.reproduce.{name}")
+    module = experiment_module(name, payload.get("data"))
     if not hasattr(module, "table_rows"):
         raise AttributeError(f"{name}: diffuse_feat.reproduce.{name} defines no table_rows(payload), so no table")
     rows = module.table_rows(payload)
