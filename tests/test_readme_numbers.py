@@ -25,6 +25,14 @@ def minutes_of_steps(images_per_s: float, batch: int, steps: int) -> float:
     return steps * batch / images_per_s / 60
 
 
+def cpu_step_text(mlp: dict) -> str:
+    ratios, pieces = mlp["step_ratio_per_repeat"], mlp["per_step_us"]
+    ours = sum(v for k, v in pieces.items() if k not in ("lightning_loop_and_rest", "total_extra"))
+    return (f"digits MLP {mlp['step_ratio']:.3f} ({mlp['hand_ms_per_step']:.2f} vs {mlp['trainer_ms_per_step']:.2f} "
+            f"ms/step; repeats {min(ratios):.3f} to {max(ratios):.3f}); of the {pieces['total_extra']:.0f} µs a step "
+            f"added, the framework's own pieces take {ours:.0f} µs and Lightning's loop the rest")
+
+
 def expected_texts() -> list[tuple[str, str]]:
     """``(README text, where it comes from)`` pairs."""
     precision = load("precision-h200.json")
@@ -51,6 +59,7 @@ def expected_texts() -> list[tuple[str, str]]:
          f"{minutes_of_steps(mnist['bf16_images_per_s'], 128, 18_760):.0f} min", "whole-run step time"),
         (f"H200: U-Net {step['step_ratio']:.3f} ({step['hand_ms_per_step']:.2f} vs {step['trainer_ms_per_step']:.2f} "
          "ms/step", "training_step"),
+        (cpu_step_text(load("training_step-cpu.json")["backbones"]["mlp"]), "training_step on the CPU"),
         (f"H200: CIFAR-10 {cifar['bf16_over_fp32']:.2f}× ({cifar['bf16_images_per_s']:,.0f} vs "
          f"{cifar['fp32_images_per_s']:,.0f}), MNIST {mnist['bf16_over_fp32']:.2f}× ({mnist['bf16_images_per_s']:,.0f} "
          f"vs {mnist['fp32_images_per_s']:,.0f}), compiled CIFAR-10 {cifar['compile_speedup']:.2f}×", "precision row"),
