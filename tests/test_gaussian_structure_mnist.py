@@ -128,17 +128,6 @@ def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, mlxt
 
 
 # ----- the committed results/mnist and the README ------------------------------------------------------------------
-def test_readme_table_is_the_table_command_output_on_results_mnist():
-    from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
-
-    tables, notes = render_all(RESULTS)
-    assert "gaussian_structure_mnist" in tables, notes
-    readme = (REPO / "README.md").read_text()
-    name = "gaussian_structure_mnist"
-    block = readme.split(begin_marker(name), 1)[1].split(end_marker(name), 1)[0].strip()
-    assert block == tables[name], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
-
-
 def test_readme_quotes_the_committed_run_time_and_load():
     payload = json.loads((RESULTS / "gaussian_structure.json").read_text())
     readme = (REPO / "README.md").read_text()

@@ -123,16 +123,6 @@ def test_the_grid_runs_end_to_end_with_tiny_settings(tmp_path, monkeypatch, caps
 
 
 # ----- the committed results/mnist and the README ------------------------------------------------------------------
-def test_readme_table_is_the_table_command_output_on_results_mnist():
-    from diffuse_feat.reproduce.table import begin_marker, end_marker, render_all
-
-    tables, notes = render_all(RESULTS)
-    assert "regimes_mnist" in tables, notes  # beside the other MNIST reproductions
-    readme = (REPO / "README.md").read_text()
-    block = readme.split(begin_marker("regimes_mnist"), 1)[1].split(end_marker("regimes_mnist"), 1)[0].strip()
-    assert block == tables["regimes_mnist"], "run python -m diffuse_feat.reproduce table results/mnist and paste it"
-
-
 def test_readme_quotes_the_committed_run_time_load_and_size():
     payload = json.loads((RESULTS / "regimes.json").read_text())
     readme = (REPO / "README.md").read_text()
